@@ -1,0 +1,43 @@
+"""bnb_api: k-bit quantization kernels for PyTorch on any backend (bitsandbytes-compatible formats).
+
+``import bnb_api as bnb`` gives the bitsandbytes-shaped API: ``bnb.functional``, ``bnb.nn``,
+``bnb.optim``, ``bnb.matmul``, ``bnb.matmul_4bit``. The op contract lives in ``bnb_api.core`` and
+kernels in ``bnb_api.backends``; ``python -m bnb_api info`` prints which kernel serves each op.
+"""
+
+from __future__ import annotations
+
+from bnb_api.core import registry as _registry
+from bnb_api.core import reference as _reference  # noqa: F401  (registers the fallback kernels)
+from bnb_api.core.errors import BnbError, BnbTypeError, BnbUnavailableError, BnbValueError
+from bnb_api.core.registry import (
+    INTERFACE_VERSION,
+    exclude_backends,
+    explain,
+    register_backend,
+    register_kernel,
+    use_backend,
+)
+
+from bnb_api import backends as _backends
+
+__version__ = "0.1.0"
+
+_backends.load_builtin()
+_backends.load_plugins()
+
+from bnb_api import functional  # noqa: E402
+
+__all__ = [
+    "BnbError",
+    "BnbTypeError",
+    "BnbUnavailableError",
+    "BnbValueError",
+    "INTERFACE_VERSION",
+    "exclude_backends",
+    "explain",
+    "functional",
+    "register_backend",
+    "register_kernel",
+    "use_backend",
+]
