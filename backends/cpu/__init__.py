@@ -1,5 +1,41 @@
-"""cpu backend (registration only until its kernels land)."""
+"""cpu backend: native C kernels (SIMD + OpenMP) compiled through cffi at install time.
+
+Kernel families live in their own modules, each with its cffi build script, C sources and Python
+wrappers: ``kernels_quant`` (blockwise / 4-bit / gemv / int8) and ``kernels_optim`` (fused optimizer
+steps). Each exposes ``register_kernels(backend: str)`` and ``load_error() -> str | None``; its native
+library is imported lazily at the first call. Registration never loads native code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from bnb_api.core import registry
+
+NAME = "cpu"
+PRIORITY = 100
+FAMILIES = ("kernels_quant", "kernels_optim")
+
+
+def _families() -> list:
+    out = []
+    for name in FAMILIES:
+        try:
+            out.append(importlib.import_module(f"{__name__}.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    return out
+
+
+def _probe() -> str | None:
+    """None when every native kernel family loads, else why not (lazy: runs at first dispatch)."""
+    errors = [err for fam in _families() if (err := fam.load_error())]
+    return "; ".join(errors) or None
 
 
 def register() -> None:
-    """Nothing registered yet: the reference serves this device."""
+    """Declare the cpu backend and its kernels (native libraries load at first use)."""
+    registry.register_backend(NAME, ("cpu",), probe=_probe, description="C kernels: AVX-512 / AVX2 / portable, OpenMP")
+    for fam in _families():
+        fam.register_kernels(NAME)
