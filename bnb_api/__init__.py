@@ -28,6 +28,27 @@ _backends.load_plugins()
 
 from bnb_api import functional  # noqa: E402
 
+_LAZY = {  # heavier user-facing modules, imported at first access
+    "nn": ("bnb_api.nn", None),
+    "optim": ("bnb_api.optim", None),
+    "autograd": ("bnb_api.autograd", None),
+    "matmul": ("bnb_api.autograd", "matmul"),
+    "matmul_4bit": ("bnb_api.autograd", "matmul_4bit"),
+    "MatmulLtState": ("bnb_api.autograd", "MatmulLtState"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bnb_api' has no attribute {name!r}")
+
 __all__ = [
     "BnbError",
     "BnbTypeError",
@@ -37,6 +58,11 @@ __all__ = [
     "exclude_backends",
     "explain",
     "functional",
+    "matmul",
+    "matmul_4bit",
+    "MatmulLtState",
+    "nn",
+    "optim",
     "register_backend",
     "register_kernel",
     "use_backend",
