@@ -8,7 +8,7 @@ under the single import root ``bnb_api`` (``bnb_api.core``, ``bnb_api.backends.<
   optional extension, so a machine without a C compiler still installs (the reference serves).
   ``BNB_API_REQUIRE_NATIVE=1`` turns a failed native build into an install error (CI sets it).
 * cuda: ``backends/cuda/build.py`` compiles the ``.cu`` sources with nvcc into a plain-C shared library
-  when nvcc is found (``BNB_API_BUILD_CUDA=0`` skips, ``=1`` requires it).
+  when nvcc is found and torch is a CUDA build (``BNB_API_BUILD_CUDA=0`` skips, ``=1`` requires it).
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ def _cpu_extensions() -> list:
     return extensions
 
 
+def _torch_has_cuda() -> bool:
+    """True when the installed torch is a CUDA build (auto mode builds the CUDA library only then)."""
+    try:
+        import torch
+    except Exception:
+        return False
+    return bool(getattr(torch.version, "cuda", None))
+
+
 class BuildExt(build_ext):
     """build_ext that also builds the CUDA library when nvcc is available."""
 
@@ -86,7 +95,7 @@ class BuildExt(build_ext):
         if wanted == "0" or not os.path.exists(script):
             return
         build = _load_module(script, "bnb_api_cuda_build")
-        if wanted == "auto" and not build.find_nvcc():
+        if wanted == "auto" and not (build.find_nvcc() and _torch_has_cuda()):
             return
         target_dir = os.path.join(HERE, "backends", "cuda") if self.inplace else os.path.join(
             self.build_lib, "bnb_api", "backends", "cuda"
