@@ -1,0 +1,156 @@
+"""The op contract: argument checks, opcheck, fake kernels and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bnb_api
+import bnb_api.functional as F
+from bnb_api.core import codes
+
+ops = torch.ops.bnb_api
+
+
+def nf4_weight(N=32, K=64, dtype=torch.float16, nested=False):
+    W = torch.randn(N, K, dtype=dtype, generator=torch.Generator().manual_seed(N))
+    return W, *F.quantize_4bit(W, blocksize=64, quant_type="nf4", compress_statistics=nested)
+
+
+# --- argument checks: each bad input names the argument and what was expected ------------------------
+
+BAD_CALLS = [
+    (lambda: ops.quantize_blockwise(torch.randn(10).int(), codes.dynamic_map(), 256), TypeError, "A.dtype=int32"),
+    (lambda: ops.quantize_blockwise(torch.randn(10), codes.dynamic_map(), 48), ValueError, "blocksize=48"),
+    (lambda: ops.quantize_blockwise(torch.randn(10), torch.zeros(16), 256), ValueError, "code has 16 elements"),
+    (lambda: ops.quantize_blockwise(torch.randn(10), codes.dynamic_map().double(), 256), TypeError, "code.dtype"),
+    (lambda: ops.dequantize_blockwise(torch.zeros(10, dtype=torch.uint8), torch.ones(2), codes.dynamic_map(), 256,
+                                      torch.float32), ValueError, "absmax has 2 elements"),  # fmt: skip
+    (lambda: ops.dequantize_blockwise(torch.zeros(10, dtype=torch.uint8), torch.ones(1), codes.dynamic_map(), 256,
+                                      torch.int32), TypeError, "dtype=torch.int32"),  # fmt: skip
+    (lambda: ops.quantize_4bit(torch.randn(64), 48, "nf4", torch.uint8), ValueError, "blocksize=48"),
+    (lambda: ops.quantize_4bit(torch.randn(64), 64, "nf5", torch.uint8), ValueError, "quant_type='nf5'"),
+    (lambda: ops.quantize_4bit(torch.randn(6), 64, "nf4", torch.float32), ValueError, "packed bytes"),
+    (lambda: ops.dequantize_4bit(torch.zeros(10, dtype=torch.uint8), torch.ones(1), 64, "nf4", [21], torch.float16),
+     ValueError, "needs 11"),  # fmt: skip
+    (lambda: ops.int8_vectorwise_quant(torch.randn(4, 4), -1.0), ValueError, "threshold=-1.0"),
+    (lambda: ops.int8_linear_matmul(torch.zeros(2, 3, dtype=torch.int8), torch.zeros(4, 5, dtype=torch.int8)),
+     ValueError, "do not match"),  # fmt: skip
+    (lambda: ops.int8_linear_matmul(torch.zeros(2, 3), torch.zeros(4, 3, dtype=torch.int8)), TypeError, "A.dtype"),
+    (lambda: ops.int8_mm_dequant(torch.zeros(2, 3, dtype=torch.int32), torch.ones(3), torch.ones(3)),
+     ValueError, "row_stats has 3 elements"),  # fmt: skip
+    (lambda: ops.int8_mm_outlier(torch.randn(2, 3), torch.zeros(4, 3, dtype=torch.int8), torch.ones(5), 6.0),
+     ValueError, "SCB has 5 elements"),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("index", range(len(BAD_CALLS)))
+def test_bad_arguments_raise_clear_errors(index):
+    call, error, fragment = BAD_CALLS[index]
+    with pytest.raises(error) as info:
+        call()
+    assert fragment in str(info.value)
+    assert isinstance(info.value, bnb_api.BnbError)
+
+
+def test_gemv_checks():
+    W, packed, state = nf4_weight()
+    code = state.code
+    with pytest.raises(ValueError, match="one row"):
+        ops.gemv_4bit(torch.randn(2, 64, dtype=torch.float16), packed, [32, 64], state.absmax, code, 64)
+    with pytest.raises(ValueError, match="must end in K=64"):
+        ops.gemv_4bit(torch.randn(1, 63, dtype=torch.float16), packed, [32, 64], state.absmax, code, 64)
+    with pytest.raises(ValueError, match="absmax has 31 elements"):
+        ops.gemv_4bit(torch.randn(1, 64, dtype=torch.float16), packed, [32, 64], state.absmax[:31], code, 64)
+    with pytest.raises(TypeError, match="absmax.dtype=uint8"):
+        ops.gemv_4bit(torch.randn(1, 64), packed, [32, 64], state.absmax.to(torch.uint8), code, 64)
+    with pytest.raises(ValueError, match="nested_absmax needs nested_code"):
+        ops.gemv_4bit(torch.randn(1, 64), packed, [32, 64], state.absmax.to(torch.uint8), code, 64, torch.ones(1))
+
+
+def test_optimizer_checks():
+    p = torch.randn(300)
+    s1 = torch.zeros(300)
+    args = dict(lr=1e-3, beta1=0.9, beta2=0.99, beta3=0.0, alpha=0.0, eps=1e-8, weight_decay=0.0)
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        ops.optimizer_step("sgd", p, p, s1, None, None, None, None, None, step=1, **args)
+    with pytest.raises(ValueError, match="needs state2"):
+        ops.optimizer_step("adam", p, p, s1, None, None, None, None, None, step=1, **args)
+    with pytest.raises(ValueError, match="step=0"):
+        ops.optimizer_step("lion", p, p, s1, None, None, None, None, None, step=0, **args)
+    with pytest.raises(ValueError, match="g.shape"):
+        ops.optimizer_step("lion", p, torch.randn(3), s1, None, None, None, None, None, step=1, **args)
+    with pytest.raises(ValueError, match="needs absmax1 and qmap1"):
+        ops.optimizer_step("lion", p, p, torch.zeros(300, dtype=torch.uint8), None, None, None, None, None, step=1, **args)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.optimizer_step("lion", torch.randn(20, 15).t(), torch.randn(15, 20), torch.zeros(15, 20), None, None, None,
+                           None, None, step=1, **args)  # fmt: skip
+
+
+# --- opcheck: schema, fake kernels, autograd registration, AOT dispatch ----------------------------
+
+
+def opcheck_samples():
+    W, packed, state = nf4_weight()
+    _, packed_n, state_n = nf4_weight(nested=True)
+    A1 = torch.randn(1, 64, dtype=torch.float16)
+    q8, s8 = F.quantize_blockwise(torch.randn(1000), blocksize=256)
+    CB, SCB, _ = F.int8_vectorwise_quant(torch.randn(24, 64, dtype=torch.float16))
+    i32 = torch.randint(-1000, 1000, (5, 24), dtype=torch.int32)
+    p = torch.randn(300)
+    return [
+        (ops.quantize_blockwise, (torch.randn(3, 333), codes.dynamic_map(), 256)),
+        (ops.dequantize_blockwise, (q8, s8.absmax, codes.dynamic_map(), 256, torch.bfloat16)),
+        (ops.quantize_4bit, (torch.randn(7, 33, dtype=torch.bfloat16), 64, "fp4", torch.uint8)),
+        (ops.quantize_4bit, (torch.randn(8, 64), 128, "nf4", torch.int16)),  # float views may hold NaN patterns
+        (ops.dequantize_4bit, (packed, state.absmax, 64, "nf4", [32, 64], torch.float16)),
+        (ops.gemv_4bit, (A1, packed, [32, 64], state.absmax, state.code, 64)),
+        (ops.gemv_4bit, (A1, packed_n, [32, 64], state_n.absmax, state_n.code, 64, state_n.state2.absmax,
+                         state_n.state2.code, state_n.offset, 256)),  # fmt: skip
+        (ops.int8_vectorwise_quant, (torch.randn(5, 64, dtype=torch.float16), 0.0)),
+        (ops.int8_linear_matmul, (torch.randint(-127, 127, (5, 64), dtype=torch.int8), CB)),
+        (ops.int8_mm_dequant, (i32, torch.rand(5), SCB, torch.float32, torch.randn(24))),
+        (ops.int8_mm_outlier, (torch.randn(5, 64, dtype=torch.float16), CB, SCB, 6.0, None)),
+        (ops.optimizer_step, ("adamw", p.clone(), torch.randn(300), torch.zeros(300), torch.zeros(300), None, None, None,
+                              None, 1e-3, 0.9, 0.99, 0.0, 0.0, 1e-8, 0.01, 3)),  # fmt: skip
+        (ops.optimizer_step, ("lion", p.clone(), torch.randn(300), torch.zeros(300, dtype=torch.uint8), None,
+                              torch.zeros(2), None, codes.dynamic_map(), None, 1e-3, 0.9, 0.99, 0.0, 0.0, 1e-8, 0.0, 1)),
+        (ops.optimizer_step_multi, ("momentum", [p.clone(), torch.randn(7)], [torch.randn(300), torch.randn(7)],
+                                    [torch.zeros(300), torch.zeros(7)], [], [], [], None, None, 1e-3, 0.9, 0.0, 0.0,
+                                    0.0, 1e-8, 0.0, 2)),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize("index", range(14))
+def test_opcheck(index):
+    op, args = opcheck_samples()[index]
+    torch.library.opcheck(op, args)
+
+
+def test_opcheck_int8_quant_with_outliers():
+    A = torch.randn(6, 64, dtype=torch.float16)
+    A[:, 3] = 20
+    # data-dependent output size: the AOT test needs dynamic shapes; schema and fake tests must pass
+    torch.library.opcheck(ops.int8_vectorwise_quant, (A, 6.0), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_torch_compile_fullgraph_dequantize_and_gemv():
+    W, packed, state = nf4_weight(64, 128, torch.float32)
+
+    def f(x, packed, absmax):
+        w = ops.dequantize_4bit(packed, absmax, 64, "nf4", [64, 128], torch.float32)
+        y = ops.gemv_4bit(x, packed, [64, 128], absmax, state.code, 64)
+        return y + x @ w.T
+
+    compiled = torch.compile(f, fullgraph=True)
+    x = torch.randn(1, 128)
+    torch.testing.assert_close(compiled(x, packed, state.absmax), f(x, packed, state.absmax))
+
+
+def test_every_op_has_reference_and_fake():
+    from bnb_api.core import ops as core_ops
+    from bnb_api.core.registry import kernels
+
+    for name in core_ops.OP_NAMES:
+        assert any(k.backend == "reference" for k in kernels(name, "cpu")), name
+        assert hasattr(getattr(torch.ops.bnb_api, name), "default")
