@@ -97,8 +97,10 @@ class BuildExt(build_ext):
         build = _load_module(script, "bnb_api_cuda_build")
         if wanted == "auto" and not (build.find_nvcc() and _torch_has_cuda()):
             return
-        target_dir = os.path.join(HERE, "backends", "cuda") if self.inplace else os.path.join(
-            self.build_lib, "bnb_api", "backends", "cuda"
+        target_dir = (
+            os.path.join(HERE, "backends", "cuda")
+            if self.inplace
+            else os.path.join(self.build_lib, "bnb_api", "backends", "cuda")
         )
         try:
             build.build(target_dir)

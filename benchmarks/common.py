@@ -94,8 +94,12 @@ def write_json(path: str, name: str, rows: list[Row], extra: dict | None = None)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = {
         "benchmark": name,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },  # fmt: skip
         "rows": [asdict(r) for r in rows],
         **(extra or {}),
     }

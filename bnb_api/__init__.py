@@ -7,8 +7,34 @@ kernels in ``bnb_api.backends``; ``python -m bnb_api info`` prints which kernel 
 
 from __future__ import annotations
 
-from bnb_api.core import registry as _registry
+
+def _extend_path_in_source_checkout(path: list[str]) -> None:
+    """Make ``bnb_api.core`` / ``.backends`` / ``.conformance`` importable when this ``__init__`` is the
+    repository's (``python`` started in the repo root, or an editable install): prefer the installed copy
+    (which holds the built native libraries), else the repository's top-level folders."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.isdir(os.path.join(here, "core")):
+        return  # an installed copy: everything is inside
+    try:
+        from importlib.metadata import distribution
+
+        installed = os.path.dirname(str(distribution("bnb_api").locate_file("bnb_api/core/__init__.py")))
+        installed = os.path.dirname(installed)
+    except Exception:
+        installed = ""
+    if installed and os.path.isdir(os.path.join(installed, "core")) and installed != here:
+        path.append(installed)
+    else:
+        path.append(os.path.dirname(here))
+
+
+_extend_path_in_source_checkout(__path__)
+
+from bnb_api import backends as _backends
 from bnb_api.core import reference as _reference  # noqa: F401  (registers the fallback kernels)
+from bnb_api.core import registry  # noqa: F401  (bnb_api.registry)
 from bnb_api.core.errors import BnbError, BnbTypeError, BnbUnavailableError, BnbValueError
 from bnb_api.core.registry import (
     INTERFACE_VERSION,
@@ -18,8 +44,6 @@ from bnb_api.core.registry import (
     register_kernel,
     use_backend,
 )
-
-from bnb_api import backends as _backends
 
 __version__ = "0.1.0"
 
@@ -48,6 +72,7 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'bnb_api' has no attribute {name!r}")
+
 
 __all__ = [
     "BnbError",

@@ -86,7 +86,9 @@ class QuantState:
         packed_keys = [k for k, v in qs_dict.items() if "quant_state" in k and isinstance(v, Tensor)]
         if "quant_type" not in qs_dict:
             if not packed_keys:
-                raise BnbValueError("QuantState.from_dict: expected packed or unpacked quant_state items, found neither")
+                raise BnbValueError(
+                    "QuantState.from_dict: expected packed or unpacked quant_state items, found neither"
+                )
             if len(packed_keys) != 1 or packed_keys[0].split(".")[-1] not in cls.valid_qs_type_keys:
                 raise BnbValueError(
                     f"QuantState.from_dict: expected exactly one quant_state item ending in one of "
@@ -286,7 +288,9 @@ def dequantize_4bit(
         A, _absmax_of(quant_state).float(), quant_state.blocksize, quant_state.quant_type, list(quant_state.shape),
         quant_state.dtype,
     )  # fmt: skip
-    if A.dim() == 2 and A.shape[0] == 1 and A.shape[1] > 1 and len(quant_state.shape) == 2:  # bitsandbytes' transposed-view quirk
+    if (
+        A.dim() == 2 and A.shape[0] == 1 and A.shape[1] > 1 and len(quant_state.shape) == 2
+    ):  # bitsandbytes' transposed-view quirk
         result = result.t()
     return out.copy_(result) if out is not None else result
 

@@ -37,7 +37,9 @@ def same_device(op: str, ref_name: str, ref: torch.Tensor, **others: torch.Tenso
     """Every tensor in ``others`` lives on ``ref``'s device."""
     for name, x in others.items():
         if x is not None and x.device != ref.device:
-            raise BnbValueError(f"{op}: {name} is on {x.device} but {ref_name} is on {ref.device}; move both to one device")
+            raise BnbValueError(
+                f"{op}: {name} is on {x.device} but {ref_name} is on {ref.device}; move both to one device"
+            )
 
 
 def shape_is(op: str, name: str, x: torch.Tensor, shape: Sequence[int], context: str = "") -> None:

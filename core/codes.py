@@ -62,7 +62,7 @@ def _scaled_bin_centres(n_edges: int, exponent: int, max_exponent_bits: int, sig
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(kind: str, signed: bool, device: str) -> torch.Tensor:
     if kind == "dynamic":
         values = dynamic_map_values(signed=signed)

@@ -25,8 +25,6 @@ unspecified, and blocks holding inf/NaN are outside the conformance comparison.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -100,7 +98,9 @@ def check_dequantize_blockwise(A: Tensor, absmax: Tensor, code: Tensor, blocksiz
     checks.same_device(op, "A", A, absmax=absmax, code=code)
     checks.blocksize_8bit(op, blocksize)
     checks.float_dtype_arg(op, "dtype", dtype)
-    checks.numel_is(op, "absmax", absmax, checks.n_blocks(A.numel(), blocksize), f"A.numel()={A.numel()}, blocksize={blocksize}")
+    checks.numel_is(
+        op, "absmax", absmax, checks.n_blocks(A.numel(), blocksize), f"A.numel()={A.numel()}, blocksize={blocksize}"
+    )
 
 
 @torch.library.custom_op("bnb_api::dequantize_blockwise", mutates_args=())
@@ -202,7 +202,9 @@ def dequantize_4bit(
     """
     check_dequantize_4bit(A, absmax, blocksize, quant_type, shape, dtype)
     A8 = A.contiguous().view(torch.uint8).reshape(-1)
-    call = dict(A=A8, absmax=absmax.contiguous(), blocksize=blocksize, quant_type=quant_type, shape=list(shape), dtype=dtype)
+    call = dict(
+        A=A8, absmax=absmax.contiguous(), blocksize=blocksize, quant_type=quant_type, shape=list(shape), dtype=dtype
+    )
     return _call("dequantize_4bit", A.device, call)
 
 
@@ -228,8 +230,17 @@ def check_gemv_4bit(
     checks.dtype_in(op, "A", A, checks.FLOAT_DTYPES)
     checks.tensor(op, "B", B)
     checks.code_book(op, "code", code, 16)
-    checks.same_device(op, "A", A, B=B, absmax=absmax, code=code, nested_absmax=nested_absmax,
-                       nested_code=nested_code, nested_offset=nested_offset)  # fmt: skip
+    checks.same_device(
+        op,
+        "A",
+        A,
+        B=B,
+        absmax=absmax,
+        code=code,
+        nested_absmax=nested_absmax,
+        nested_code=nested_code,
+        nested_offset=nested_offset,
+    )
     checks.blocksize_4bit(op, blocksize)
     if len(shapeB) != 2:
         raise BnbValueError(f"{op}: shapeB={list(shapeB)} must be 2-D (out_features, in_features)")
@@ -242,7 +253,9 @@ def check_gemv_4bit(
             "(use dequantize_4bit + matmul for batches)"
         )
     if B.numel() * B.element_size() != packed_bytes(N * K):
-        raise BnbValueError(f"{op}: B holds {B.numel() * B.element_size()} bytes, but shapeB={list(shapeB)} needs {packed_bytes(N * K)}")
+        raise BnbValueError(
+            f"{op}: B holds {B.numel() * B.element_size()} bytes, but shapeB={list(shapeB)} needs {packed_bytes(N * K)}"
+        )
     nb = checks.n_blocks(N * K, blocksize)
     if nested_absmax is None:
         checks.dtype_in(op, "absmax", absmax, (torch.float32,))
@@ -271,9 +284,9 @@ def gemv_4bit(
     absmax: Tensor,
     code: Tensor,
     blocksize: int,
-    nested_absmax: Optional[Tensor] = None,
-    nested_code: Optional[Tensor] = None,
-    nested_offset: Optional[Tensor] = None,
+    nested_absmax: Tensor | None = None,
+    nested_code: Tensor | None = None,
+    nested_offset: Tensor | None = None,
     nested_blocksize: int = 256,
 ) -> Tensor:
     """``A @ dequant(B).T`` for one row of activations: ``A`` (..., K) with one row, float32/16/bf16.
@@ -286,16 +299,33 @@ def gemv_4bit(
     args = (A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
     check_gemv_4bit(*args)
     call = dict(
-        A=A.contiguous(), B=B.contiguous().view(torch.uint8).reshape(-1), shapeB=list(shapeB),
-        absmax=absmax.contiguous(), code=code.contiguous(), blocksize=blocksize,
-        nested_absmax=_c(nested_absmax), nested_code=_c(nested_code), nested_offset=_c(nested_offset),
+        A=A.contiguous(),
+        B=B.contiguous().view(torch.uint8).reshape(-1),
+        shapeB=list(shapeB),
+        absmax=absmax.contiguous(),
+        code=code.contiguous(),
+        blocksize=blocksize,
+        nested_absmax=_c(nested_absmax),
+        nested_code=_c(nested_code),
+        nested_offset=_c(nested_offset),
         nested_blocksize=nested_blocksize,
-    )  # fmt: skip
+    )
     return _call("gemv_4bit", A.device, call)
 
 
 @gemv_4bit.register_fake
-def _(A, B, shapeB, absmax, code, blocksize, nested_absmax=None, nested_code=None, nested_offset=None, nested_blocksize=256):
+def _(
+    A,
+    B,
+    shapeB,
+    absmax,
+    code,
+    blocksize,
+    nested_absmax=None,
+    nested_code=None,
+    nested_offset=None,
+    nested_blocksize=256,
+):
     check_gemv_4bit(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
     return torch.empty((*A.shape[:-1], shapeB[0]), dtype=A.dtype, device=A.device)
 
@@ -385,14 +415,16 @@ def check_int8_mm_dequant(A: Tensor, row_stats: Tensor, col_stats: Tensor, dtype
 
 @torch.library.custom_op("bnb_api::int8_mm_dequant", mutates_args=())
 def int8_mm_dequant(
-    A: Tensor, row_stats: Tensor, col_stats: Tensor, dtype: Optional[torch.dtype] = None, bias: Optional[Tensor] = None
+    A: Tensor, row_stats: Tensor, col_stats: Tensor, dtype: torch.dtype | None = None, bias: Tensor | None = None
 ) -> Tensor:
     """Dequantize an int32 product: ``A * (row_stats[:, None] * col_stats) / 127^2 (+ bias)``.
 
     Computed in float32 and returned in ``dtype`` (default float16) with ``A``'s shape (..., N).
     """
     check_int8_mm_dequant(A, row_stats, col_stats, dtype, bias)
-    call = dict(A=A.contiguous(), row_stats=row_stats.contiguous(), col_stats=col_stats.contiguous(), dtype=dtype, bias=_c(bias))
+    call = dict(
+        A=A.contiguous(), row_stats=row_stats.contiguous(), col_stats=col_stats.contiguous(), dtype=dtype, bias=_c(bias)
+    )
     return _call("int8_mm_dequant", A.device, call)
 
 
@@ -409,7 +441,10 @@ def check_int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, 
     checks.dtype_in(op, "SCB", SCB, (torch.float32,))
     checks.same_device(op, "A", A, CB=CB, SCB=SCB, bias=bias)
     if CB.dim() != 2 or A.dim() == 0 or A.shape[-1] != CB.shape[1]:
-        raise BnbValueError(f"{op}: A.shape={tuple(A.shape)} and CB.shape={tuple(CB.shape)} do not match; expected A (..., K), CB (N, K)")
+        raise BnbValueError(
+            f"{op}: A.shape={tuple(A.shape)} and CB.shape={tuple(CB.shape)} do not match; "
+            "expected A (..., K), CB (N, K)"
+        )
     checks.numel_is(op, "SCB", SCB, CB.shape[0], "one scale per weight row")
     if not isinstance(threshold, (int, float)) or threshold < 0:
         raise BnbValueError(f"{op}: threshold={threshold!r} must be a float >= 0")
@@ -419,7 +454,7 @@ def check_int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, 
 
 
 @torch.library.custom_op("bnb_api::int8_mm_outlier", mutates_args=())
-def int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: Optional[Tensor] = None) -> Tensor:
+def int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: Tensor | None = None) -> Tensor:
     """LLM.int8() linear: ``A @ W.T (+ bias)`` with ``W = CB * SCB[:, None] / 127``.
 
     ``A`` (..., K) float32/16/bf16 is quantized row-wise to int8; columns with some
@@ -447,16 +482,37 @@ def _state_shape(optimizer: str, p: Tensor) -> tuple[int, ...]:
 
 
 def check_optimizer_step(
-    optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps,
-    weight_decay, step, gnorm_scale, max_unorm, blocksize, op: str = "optimizer_step",
-) -> None:  # fmt: skip
+    optimizer,
+    p,
+    g,
+    state1,
+    state2,
+    absmax1,
+    absmax2,
+    qmap1,
+    qmap2,
+    lr,
+    beta1,
+    beta2,
+    beta3,
+    alpha,
+    eps,
+    weight_decay,
+    step,
+    gnorm_scale,
+    max_unorm,
+    blocksize,
+    op: str = "optimizer_step",
+) -> None:
     if optimizer not in OPTIMIZERS:
         raise BnbValueError(f"{op}: optimizer={optimizer!r} is not supported; expected one of {OPTIMIZERS}")
     checks.dtype_in(op, "p", p, checks.FLOAT_DTYPES)
     checks.dtype_in(op, "g", g, checks.FLOAT_DTYPES)
     checks.shape_is(op, "g", g, p.shape, "the gradient matches the parameter")
     checks.contiguous(op, "p", p)
-    checks.same_device(op, "p", p, g=g, state1=state1, state2=state2, absmax1=absmax1, absmax2=absmax2, qmap1=qmap1, qmap2=qmap2)
+    checks.same_device(
+        op, "p", p, g=g, state1=state1, state2=state2, absmax1=absmax1, absmax2=absmax2, qmap1=qmap1, qmap2=qmap2
+    )
     checks.int_arg(op, "step", step)
     if step < 1:
         raise BnbValueError(f"{op}: step={step} must be >= 1 (the first step is 1)")
@@ -497,19 +553,17 @@ def check_optimizer_step(
         checks.code_book(op, f"qmap{name}", qmap, 256)
 
 
-@torch.library.custom_op(
-    "bnb_api::optimizer_step", mutates_args=("p", "state1", "state2", "absmax1", "absmax2")
-)
+@torch.library.custom_op("bnb_api::optimizer_step", mutates_args=("p", "state1", "state2", "absmax1", "absmax2"))
 def optimizer_step(
     optimizer: str,
     p: Tensor,
     g: Tensor,
     state1: Tensor,
-    state2: Optional[Tensor],
-    absmax1: Optional[Tensor],
-    absmax2: Optional[Tensor],
-    qmap1: Optional[Tensor],
-    qmap2: Optional[Tensor],
+    state2: Tensor | None,
+    absmax1: Tensor | None,
+    absmax2: Tensor | None,
+    qmap1: Tensor | None,
+    qmap2: Tensor | None,
     lr: float,
     beta1: float,
     beta2: float,
@@ -531,43 +585,167 @@ def optimizer_step(
     the update is scaled down so that its norm is at most ``max_unorm * ||p||`` (LAMB/LARS).
     The update formulas are those of :mod:`bnb_api.core.reference.optim`.
     """
-    args = (optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps,
-            weight_decay, step, gnorm_scale, max_unorm, blocksize)  # fmt: skip
+    args = (
+        optimizer,
+        p,
+        g,
+        state1,
+        state2,
+        absmax1,
+        absmax2,
+        qmap1,
+        qmap2,
+        lr,
+        beta1,
+        beta2,
+        beta3,
+        alpha,
+        eps,
+        weight_decay,
+        step,
+        gnorm_scale,
+        max_unorm,
+        blocksize,
+    )
     check_optimizer_step(*args)
     call = dict(zip(_OPT_ARGS, args))
     call["g"] = g.contiguous()
     _call("optimizer_step", p.device, call)
 
 
-_OPT_ARGS = ("optimizer", "p", "g", "state1", "state2", "absmax1", "absmax2", "qmap1", "qmap2", "lr", "beta1",
-             "beta2", "beta3", "alpha", "eps", "weight_decay", "step", "gnorm_scale", "max_unorm", "blocksize")  # fmt: skip
+_OPT_ARGS = (
+    "optimizer",
+    "p",
+    "g",
+    "state1",
+    "state2",
+    "absmax1",
+    "absmax2",
+    "qmap1",
+    "qmap2",
+    "lr",
+    "beta1",
+    "beta2",
+    "beta3",
+    "alpha",
+    "eps",
+    "weight_decay",
+    "step",
+    "gnorm_scale",
+    "max_unorm",
+    "blocksize",
+)
 
 
 @optimizer_step.register_fake
-def _(optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps,
-      weight_decay, step, gnorm_scale=1.0, max_unorm=0.0, blocksize=256) -> None:  # fmt: skip
-    check_optimizer_step(optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
-                         alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize)  # fmt: skip
+def _(
+    optimizer,
+    p,
+    g,
+    state1,
+    state2,
+    absmax1,
+    absmax2,
+    qmap1,
+    qmap2,
+    lr,
+    beta1,
+    beta2,
+    beta3,
+    alpha,
+    eps,
+    weight_decay,
+    step,
+    gnorm_scale=1.0,
+    max_unorm=0.0,
+    blocksize=256,
+) -> None:
+    check_optimizer_step(
+        optimizer,
+        p,
+        g,
+        state1,
+        state2,
+        absmax1,
+        absmax2,
+        qmap1,
+        qmap2,
+        lr,
+        beta1,
+        beta2,
+        beta3,
+        alpha,
+        eps,
+        weight_decay,
+        step,
+        gnorm_scale,
+        max_unorm,
+        blocksize,
+    )
 
 
-def check_optimizer_step_multi(optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1,
-                               beta2, beta3, alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize):  # fmt: skip
+def check_optimizer_step_multi(
+    optimizer,
+    params,
+    grads,
+    state1,
+    state2,
+    absmax1,
+    absmax2,
+    qmap1,
+    qmap2,
+    lr,
+    beta1,
+    beta2,
+    beta3,
+    alpha,
+    eps,
+    weight_decay,
+    step,
+    gnorm_scale,
+    max_unorm,
+    blocksize,
+):
     op = "optimizer_step_multi"
     n = len(params)
     two_state = optimizer in TWO_STATE_OPTIMIZERS
     eight_bit = bool(state1) and state1[0].dtype == torch.uint8
-    for name, lst, needed in (("grads", grads, True), ("state1", state1, True), ("state2", state2, two_state),
-                              ("absmax1", absmax1, eight_bit), ("absmax2", absmax2, eight_bit and two_state)):  # fmt: skip
+    for name, lst, needed in (
+        ("grads", grads, True),
+        ("state1", state1, True),
+        ("state2", state2, two_state),
+        ("absmax1", absmax1, eight_bit),
+        ("absmax2", absmax2, eight_bit and two_state),
+    ):
         if len(lst) != (n if needed else 0):
-            raise BnbValueError(f"{op}: {name} has {len(lst)} tensors, but should have {n if needed else 0} "
-                                f"[optimizer={optimizer}, {'8' if eight_bit else '32'}-bit, {n} params]")  # fmt: skip
+            raise BnbValueError(
+                f"{op}: {name} has {len(lst)} tensors, but should have {n if needed else 0} "
+                f"[optimizer={optimizer}, {'8' if eight_bit else '32'}-bit, {n} params]"
+            )
     for i in range(n):
         check_optimizer_step(
-            optimizer, params[i], grads[i], state1[i], state2[i] if two_state else None,
-            absmax1[i] if eight_bit else None, absmax2[i] if eight_bit and two_state else None,
-            qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize,
+            optimizer,
+            params[i],
+            grads[i],
+            state1[i],
+            state2[i] if two_state else None,
+            absmax1[i] if eight_bit else None,
+            absmax2[i] if eight_bit and two_state else None,
+            qmap1,
+            qmap2,
+            lr,
+            beta1,
+            beta2,
+            beta3,
+            alpha,
+            eps,
+            weight_decay,
+            step,
+            gnorm_scale,
+            max_unorm,
+            blocksize,
             op=f"{op}[param {i}]",
-        )  # fmt: skip
+        )
 
 
 @torch.library.custom_op(
@@ -581,8 +759,8 @@ def optimizer_step_multi(
     state2: list[Tensor],
     absmax1: list[Tensor],
     absmax2: list[Tensor],
-    qmap1: Optional[Tensor],
-    qmap2: Optional[Tensor],
+    qmap1: Tensor | None,
+    qmap2: Tensor | None,
     lr: float,
     beta1: float,
     beta2: float,
@@ -600,8 +778,28 @@ def optimizer_step_multi(
     Lists hold one tensor per parameter; ``state2`` / ``absmax1`` / ``absmax2`` are empty lists where
     the optimizer or the state width has none. Backends may fuse the whole group into one launch.
     """
-    args = (optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
-            alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize)  # fmt: skip
+    args = (
+        optimizer,
+        params,
+        grads,
+        state1,
+        state2,
+        absmax1,
+        absmax2,
+        qmap1,
+        qmap2,
+        lr,
+        beta1,
+        beta2,
+        beta3,
+        alpha,
+        eps,
+        weight_decay,
+        step,
+        gnorm_scale,
+        max_unorm,
+        blocksize,
+    )
     check_optimizer_step_multi(*args)
     if not params:
         return
@@ -613,7 +811,47 @@ def optimizer_step_multi(
 
 
 @optimizer_step_multi.register_fake
-def _(optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps,
-      weight_decay, step, gnorm_scale=1.0, max_unorm=0.0, blocksize=256) -> None:  # fmt: skip
-    check_optimizer_step_multi(optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1,
-                               beta2, beta3, alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize)  # fmt: skip
+def _(
+    optimizer,
+    params,
+    grads,
+    state1,
+    state2,
+    absmax1,
+    absmax2,
+    qmap1,
+    qmap2,
+    lr,
+    beta1,
+    beta2,
+    beta3,
+    alpha,
+    eps,
+    weight_decay,
+    step,
+    gnorm_scale=1.0,
+    max_unorm=0.0,
+    blocksize=256,
+) -> None:
+    check_optimizer_step_multi(
+        optimizer,
+        params,
+        grads,
+        state1,
+        state2,
+        absmax1,
+        absmax2,
+        qmap1,
+        qmap2,
+        lr,
+        beta1,
+        beta2,
+        beta3,
+        alpha,
+        eps,
+        weight_decay,
+        step,
+        gnorm_scale,
+        max_unorm,
+        blocksize,
+    )

@@ -111,9 +111,7 @@ _backends: dict[str, Backend] = {}
 _kernels: dict[tuple[str, str], list[Kernel]] = {}
 _warned: set[str] = set()
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("bnb_api_forced", default=None)
-_excluded: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "bnb_api_excluded", default=frozenset()
-)
+_excluded: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("bnb_api_excluded", default=frozenset())
 
 
 def register_backend(

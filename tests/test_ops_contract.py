@@ -24,23 +24,45 @@ BAD_CALLS = [
     (lambda: ops.quantize_blockwise(torch.randn(10), codes.dynamic_map(), 48), ValueError, "blocksize=48"),
     (lambda: ops.quantize_blockwise(torch.randn(10), torch.zeros(16), 256), ValueError, "code has 16 elements"),
     (lambda: ops.quantize_blockwise(torch.randn(10), codes.dynamic_map().double(), 256), TypeError, "code.dtype"),
-    (lambda: ops.dequantize_blockwise(torch.zeros(10, dtype=torch.uint8), torch.ones(2), codes.dynamic_map(), 256,
-                                      torch.float32), ValueError, "absmax has 2 elements"),  # fmt: skip
-    (lambda: ops.dequantize_blockwise(torch.zeros(10, dtype=torch.uint8), torch.ones(1), codes.dynamic_map(), 256,
-                                      torch.int32), TypeError, "dtype=torch.int32"),  # fmt: skip
+    (
+        lambda: ops.dequantize_blockwise(
+            torch.zeros(10, dtype=torch.uint8), torch.ones(2), codes.dynamic_map(), 256, torch.float32
+        ),
+        ValueError,
+        "absmax has 2 elements",
+    ),  # fmt: skip
+    (
+        lambda: ops.dequantize_blockwise(
+            torch.zeros(10, dtype=torch.uint8), torch.ones(1), codes.dynamic_map(), 256, torch.int32
+        ),
+        TypeError,
+        "dtype=torch.int32",
+    ),  # fmt: skip
     (lambda: ops.quantize_4bit(torch.randn(64), 48, "nf4", torch.uint8), ValueError, "blocksize=48"),
     (lambda: ops.quantize_4bit(torch.randn(64), 64, "nf5", torch.uint8), ValueError, "quant_type='nf5'"),
     (lambda: ops.quantize_4bit(torch.randn(6), 64, "nf4", torch.float32), ValueError, "packed bytes"),
-    (lambda: ops.dequantize_4bit(torch.zeros(10, dtype=torch.uint8), torch.ones(1), 64, "nf4", [21], torch.float16),
-     ValueError, "needs 11"),  # fmt: skip
+    (
+        lambda: ops.dequantize_4bit(torch.zeros(10, dtype=torch.uint8), torch.ones(1), 64, "nf4", [21], torch.float16),
+        ValueError,
+        "needs 11",
+    ),  # fmt: skip
     (lambda: ops.int8_vectorwise_quant(torch.randn(4, 4), -1.0), ValueError, "threshold=-1.0"),
-    (lambda: ops.int8_linear_matmul(torch.zeros(2, 3, dtype=torch.int8), torch.zeros(4, 5, dtype=torch.int8)),
-     ValueError, "do not match"),  # fmt: skip
+    (
+        lambda: ops.int8_linear_matmul(torch.zeros(2, 3, dtype=torch.int8), torch.zeros(4, 5, dtype=torch.int8)),
+        ValueError,
+        "do not match",
+    ),  # fmt: skip
     (lambda: ops.int8_linear_matmul(torch.zeros(2, 3), torch.zeros(4, 3, dtype=torch.int8)), TypeError, "A.dtype"),
-    (lambda: ops.int8_mm_dequant(torch.zeros(2, 3, dtype=torch.int32), torch.ones(3), torch.ones(3)),
-     ValueError, "row_stats has 3 elements"),  # fmt: skip
-    (lambda: ops.int8_mm_outlier(torch.randn(2, 3), torch.zeros(4, 3, dtype=torch.int8), torch.ones(5), 6.0),
-     ValueError, "SCB has 5 elements"),  # fmt: skip
+    (
+        lambda: ops.int8_mm_dequant(torch.zeros(2, 3, dtype=torch.int32), torch.ones(3), torch.ones(3)),
+        ValueError,
+        "row_stats has 3 elements",
+    ),  # fmt: skip
+    (
+        lambda: ops.int8_mm_outlier(torch.randn(2, 3), torch.zeros(4, 3, dtype=torch.int8), torch.ones(5), 6.0),
+        ValueError,
+        "SCB has 5 elements",
+    ),  # fmt: skip
 ]
 
 
@@ -81,7 +103,9 @@ def test_optimizer_checks():
     with pytest.raises(ValueError, match="g.shape"):
         ops.optimizer_step("lion", p, torch.randn(3), s1, None, None, None, None, None, step=1, **args)
     with pytest.raises(ValueError, match="needs absmax1 and qmap1"):
-        ops.optimizer_step("lion", p, p, torch.zeros(300, dtype=torch.uint8), None, None, None, None, None, step=1, **args)
+        ops.optimizer_step(
+            "lion", p, p, torch.zeros(300, dtype=torch.uint8), None, None, None, None, None, step=1, **args
+        )
     with pytest.raises(ValueError, match="contiguous"):
         ops.optimizer_step("lion", torch.randn(20, 15).t(), torch.randn(15, 20), torch.zeros(15, 20), None, None, None,
                            None, None, step=1, **args)  # fmt: skip
@@ -105,19 +129,91 @@ def opcheck_samples():
         (ops.quantize_4bit, (torch.randn(8, 64), 128, "nf4", torch.int16)),  # float views may hold NaN patterns
         (ops.dequantize_4bit, (packed, state.absmax, 64, "nf4", [32, 64], torch.float16)),
         (ops.gemv_4bit, (A1, packed, [32, 64], state.absmax, state.code, 64)),
-        (ops.gemv_4bit, (A1, packed_n, [32, 64], state_n.absmax, state_n.code, 64, state_n.state2.absmax,
-                         state_n.state2.code, state_n.offset, 256)),  # fmt: skip
+        (
+            ops.gemv_4bit,
+            (
+                A1,
+                packed_n,
+                [32, 64],
+                state_n.absmax,
+                state_n.code,
+                64,
+                state_n.state2.absmax,
+                state_n.state2.code,
+                state_n.offset,
+                256,
+            ),
+        ),  # fmt: skip
         (ops.int8_vectorwise_quant, (torch.randn(5, 64, dtype=torch.float16), 0.0)),
         (ops.int8_linear_matmul, (torch.randint(-127, 127, (5, 64), dtype=torch.int8), CB)),
         (ops.int8_mm_dequant, (i32, torch.rand(5), SCB, torch.float32, torch.randn(24))),
         (ops.int8_mm_outlier, (torch.randn(5, 64, dtype=torch.float16), CB, SCB, 6.0, None)),
-        (ops.optimizer_step, ("adamw", p.clone(), torch.randn(300), torch.zeros(300), torch.zeros(300), None, None, None,
-                              None, 1e-3, 0.9, 0.99, 0.0, 0.0, 1e-8, 0.01, 3)),  # fmt: skip
-        (ops.optimizer_step, ("lion", p.clone(), torch.randn(300), torch.zeros(300, dtype=torch.uint8), None,
-                              torch.zeros(2), None, codes.dynamic_map(), None, 1e-3, 0.9, 0.99, 0.0, 0.0, 1e-8, 0.0, 1)),
-        (ops.optimizer_step_multi, ("momentum", [p.clone(), torch.randn(7)], [torch.randn(300), torch.randn(7)],
-                                    [torch.zeros(300), torch.zeros(7)], [], [], [], None, None, 1e-3, 0.9, 0.0, 0.0,
-                                    0.0, 1e-8, 0.0, 2)),  # fmt: skip
+        (
+            ops.optimizer_step,
+            (
+                "adamw",
+                p.clone(),
+                torch.randn(300),
+                torch.zeros(300),
+                torch.zeros(300),
+                None,
+                None,
+                None,
+                None,
+                1e-3,
+                0.9,
+                0.99,
+                0.0,
+                0.0,
+                1e-8,
+                0.01,
+                3,
+            ),
+        ),  # fmt: skip
+        (
+            ops.optimizer_step,
+            (
+                "lion",
+                p.clone(),
+                torch.randn(300),
+                torch.zeros(300, dtype=torch.uint8),
+                None,
+                torch.zeros(2),
+                None,
+                codes.dynamic_map(),
+                None,
+                1e-3,
+                0.9,
+                0.99,
+                0.0,
+                0.0,
+                1e-8,
+                0.0,
+                1,
+            ),
+        ),
+        (
+            ops.optimizer_step_multi,
+            (
+                "momentum",
+                [p.clone(), torch.randn(7)],
+                [torch.randn(300), torch.randn(7)],
+                [torch.zeros(300), torch.zeros(7)],
+                [],
+                [],
+                [],
+                None,
+                None,
+                1e-3,
+                0.9,
+                0.0,
+                0.0,
+                0.0,
+                1e-8,
+                0.0,
+                2,
+            ),
+        ),  # fmt: skip
     ]
 
 

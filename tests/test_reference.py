@@ -273,7 +273,9 @@ def test_max_unorm_clips_update_norm():
     assert float((free - p0).norm()) > float((clipped - p0).norm()) * 5
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "momentum", "lion", "rmsprop", "adagrad", "lamb", "lars", "ademamix"])
+@pytest.mark.parametrize(
+    "name", ["adam", "adamw", "momentum", "lion", "rmsprop", "adagrad", "lamb", "lars", "ademamix"]
+)
 def test_8bit_states_track_32bit(name):
     g = torch.Generator().manual_seed(5)
     p0 = torch.randn(1031, generator=g)

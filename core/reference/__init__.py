@@ -32,8 +32,12 @@ def register() -> None:
     """Register the reference kernels (device type ``*``) and the composite int8_mm_outlier."""
     registry.register_backend(registry.REFERENCE, (registry.ANY_DEVICE,), description="vectorized PyTorch ground truth")
     for op, fn in KERNELS.items():
-        registry.register_kernel(op, registry.REFERENCE, registry.ANY_DEVICE, fn, priority=REFERENCE_PRIORITY, kind="reference")
-    registry.register_backend(registry.COMPOSITE, (registry.ANY_DEVICE,), description="default decompositions into dispatched primitives")
+        registry.register_kernel(
+            op, registry.REFERENCE, registry.ANY_DEVICE, fn, priority=REFERENCE_PRIORITY, kind="reference"
+        )
+    registry.register_backend(
+        registry.COMPOSITE, (registry.ANY_DEVICE,), description="default decompositions into dispatched primitives"
+    )
     registry.register_kernel(
         "int8_mm_outlier", registry.COMPOSITE, registry.ANY_DEVICE, int8.int8_mm_outlier_composite,
         priority=COMPOSITE_PRIORITY, kind="vectorized",

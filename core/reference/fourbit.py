@@ -10,7 +10,7 @@ from bnb_api.core import codes as code_books
 from bnb_api.core.reference.blockwise import block_view, dequantize_flat, nearest_code, scale_blocks
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sorted_code_4bit(quant_type: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The code book sorted ascending (stable: FP4's +0, code 0, sorts before -0, code 8) and the
     4-bit code of each sorted entry. Quantization picks the nearest sorted entry (ties: lower value)."""
