@@ -135,7 +135,9 @@ setup(
         "xpu": [],
         "gaudi": [],
         "mps": [],
-        "test": ["pytest>=7", "hypothesis>=6.80", "safetensors>=0.4", "scipy", "ruff"],
+        # bitsandbytes only for side-by-side format tests; never imported by the package itself
+        "test": ["pytest>=7", "hypothesis>=6.80", "safetensors>=0.4", "scipy", "ruff", "transformers>=4.40",
+                 "peft>=0.10", "accelerate", "bitsandbytes==0.50.2"],
         "hf": ["transformers>=4.40", "peft>=0.10", "safetensors>=0.4", "accelerate"],
     },
     entry_points={"console_scripts": ["bnb-api=bnb_api.__main__:main"]},
