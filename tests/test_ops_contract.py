@@ -250,3 +250,19 @@ def test_every_op_has_reference_and_fake():
     for name in core_ops.OP_NAMES:
         assert any(k.backend == "reference" for k in kernels(name, "cpu")), name
         assert hasattr(getattr(torch.ops.bnb_api, name), "default")
+
+
+def test_non_contiguous_and_3d_inputs_match_contiguous():
+    base = torch.randn(6, 70, 9, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(7))
+    A = base.transpose(0, 2)  # (9, 70, 6), non-contiguous
+    assert not A.is_contiguous()
+    for fn in (
+        lambda X: ops.quantize_blockwise(X, codes.dynamic_map(), 64),
+        lambda X: ops.quantize_4bit(X, 64, "nf4", torch.uint8),
+        lambda X: ops.int8_vectorwise_quant(X, 3.0),
+    ):
+        for got, want in zip(fn(A), fn(A.contiguous())):
+            assert torch.equal(got, want)
+    q, absmax = ops.quantize_4bit(A, 64, "fp4", torch.uint8)
+    back = ops.dequantize_4bit(q, absmax, 64, "fp4", list(A.shape), torch.float32)
+    assert back.shape == A.shape and (back - A.float()).abs().max() <= absmax.max() / 6 + 1e-6
