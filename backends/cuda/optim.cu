@@ -1,0 +1,257 @@
+// Fused optimizer steps (32-bit and blockwise 8-bit states) over many tensors in one launch, with no
+// device synchronization. The update formulas are those of bnb_api.core.reference.optim, evaluated in
+// float32 in the same order (one rounding per operation).
+//
+// Update clipping (max_unorm > 0, LAMB / LARS) needs ||u|| and ||p|| of each whole tensor before any
+// parameter moves: the caller first launches a norm pass (params.norm_pass = 1: the same arithmetic,
+// nothing written, squares summed into `norms`), then the update pass, which reads `norms` on device.
+#include "common.cuh"
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / BNB_WARP;
+
+struct TensorRow {
+    void* p;
+    const void* g;
+    void* s1;
+    void* s2;
+    float* absmax1;
+    float* absmax2;
+    int64_t n;
+    int p_dtype, g_dtype;
+    int64_t start;
+};
+
+// The table row of the tensor holding work item `item` (largest t with START[t] <= item).
+__device__ TensorRow find_tensor(const long long* table, int n_tensors, int64_t item, int* index) {
+    int lo = 0, hi = n_tensors - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (table[(int64_t)mid * BNB_TABLE_WIDTH + BNB_T_START] <= item) lo = mid;
+        else hi = mid - 1;
+    }
+    const long long* r = table + (int64_t)lo * BNB_TABLE_WIDTH;
+    *index = lo;
+    TensorRow row;
+    row.p = (void*)r[BNB_T_P];
+    row.g = (const void*)r[BNB_T_G];
+    row.s1 = (void*)r[BNB_T_S1];
+    row.s2 = (void*)r[BNB_T_S2];
+    row.absmax1 = (float*)r[BNB_T_ABSMAX1];
+    row.absmax2 = (float*)r[BNB_T_ABSMAX2];
+    row.n = r[BNB_T_N];
+    row.p_dtype = (int)(r[BNB_T_DTYPES] & 0xff);
+    row.g_dtype = (int)((r[BNB_T_DTYPES] >> 8) & 0xff);
+    row.start = r[BNB_T_START];
+    return row;
+}
+
+__device__ __forceinline__ int n_states(int opt) {
+    if (opt == BNB_OPT_ADEMAMIX) return 3;
+    if (opt == BNB_OPT_ADAM || opt == BNB_OPT_ADAMW || opt == BNB_OPT_LAMB) return 2;
+    return 1;
+}
+
+__device__ __forceinline__ bool coupled_decay(int opt) {
+    return opt == BNB_OPT_ADAM || opt == BNB_OPT_MOMENTUM || opt == BNB_OPT_LARS || opt == BNB_OPT_RMSPROP ||
+           opt == BNB_OPT_ADAGRAD;
+}
+
+// The update direction u of one element; updates the float32 states s[] in place.
+// g is already multiplied by gnorm_scale.
+__device__ __forceinline__ float update_direction(const bnb_optim_params& h, float g, float p, float s[3]) {
+    if (coupled_decay(h.optimizer) && h.weight_decay > 0.0f) g = g + h.weight_decay * p;
+    switch (h.optimizer) {
+        case BNB_OPT_ADAM:
+        case BNB_OPT_ADAMW:
+        case BNB_OPT_LAMB:
+            s[0] = s[0] * h.beta1 + h.one_minus_beta1 * g;
+            s[1] = s[1] * h.beta2 + (h.one_minus_beta2 * g) * g;
+            return (s[0] / h.c1) / (sqrtf(s[1] / h.c2) + h.eps);
+        case BNB_OPT_ADEMAMIX:
+            s[0] = s[0] * h.beta1 + h.one_minus_beta1 * g;
+            s[1] = s[1] * h.beta3 + h.one_minus_beta3 * g;
+            s[2] = s[2] * h.beta2 + (h.one_minus_beta2 * g) * g;
+            return (s[0] / h.c1 + h.alpha * s[1]) / (sqrtf(s[2] / h.c2) + h.eps);
+        case BNB_OPT_MOMENTUM:
+        case BNB_OPT_LARS:
+            s[0] = h.step == 1 ? g : s[0] * h.beta1 + g;
+            return s[0];
+        case BNB_OPT_LION: {
+            const float d = h.beta1 * s[0] + h.one_minus_beta1 * g;
+            s[0] = s[0] * h.beta2 + h.one_minus_beta2 * g;
+            return d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : d);
+        }
+        case BNB_OPT_RMSPROP:
+            s[0] = s[0] * h.beta1 + (h.one_minus_beta1 * g) * g;
+            return g / (sqrtf(s[0]) + h.eps);
+        default:  // BNB_OPT_ADAGRAD
+            s[0] = s[0] + g * g;
+            return g / (sqrtf(s[0]) + h.eps);
+    }
+}
+
+// lr times the clipping factor of tensor t: min(1, max_unorm * ||p|| / ||u||) when clipping applies.
+__device__ __forceinline__ float step_size(const bnb_optim_params& h, const float* norms, int t) {
+    if (!(h.max_unorm > 0.0f)) return h.lr;
+    const float unorm = sqrtf(norms[2 * t]);
+    const float limit = h.max_unorm * sqrtf(norms[2 * t + 1]);
+    const float scale = (limit > 0.0f && unorm > limit) ? limit / fmaxf(unorm, 1e-38f) : 1.0f;
+    return h.lr * scale;
+}
+
+__device__ __forceinline__ float new_param(const bnb_optim_params& h, float p, float u, float lr) {
+    if (!coupled_decay(h.optimizer) && h.weight_decay > 0.0f) p = p * h.decay_factor;
+    return p - lr * u;
+}
+
+__device__ __forceinline__ void add_norms(float* norms, int t, float su, float sp) {
+    su = warp_sum(su);
+    sp = warp_sum(sp);
+    if (threadIdx.x % BNB_WARP == 0) {
+        atomicAdd(norms + 2 * t, su);
+        atomicAdd(norms + 2 * t + 1, sp);
+    }
+}
+
+// 32-bit states: a CUDA block per chunk of BNB_OPTIM32_CHUNK elements of one tensor.
+__global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, int64_t total_chunks,
+                                       bnb_optim_params h, float* norms) {
+    const int ns = n_states(h.optimizer);
+    for (int64_t chunk = blockIdx.x; chunk < total_chunks; chunk += gridDim.x) {
+        int t;
+        const TensorRow row = find_tensor(table, n_tensors, chunk, &t);
+        const int64_t begin = (chunk - row.start) * BNB_OPTIM32_CHUNK;
+        const int64_t end = min(begin + (int64_t)BNB_OPTIM32_CHUNK, row.n);
+        float* s1 = (float*)row.s1;
+        float* s2 = (float*)row.s2;
+        const float lr = h.norm_pass ? 0.0f : step_size(h, norms, t);
+        float su = 0.0f, sp = 0.0f;
+        for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+            const float p = load_f(row.p, row.p_dtype, i);
+            const float g = load_f(row.g, row.g_dtype, i) * h.gnorm_scale;
+            float s[3] = {s1[i], 0.0f, 0.0f};
+            if (ns == 3) s[1] = s1[row.n + i], s[2] = s2[i];
+            else if (ns == 2) s[1] = s2[i];
+            const float u = update_direction(h, g, p, s);
+            if (h.norm_pass) {
+                su += u * u;
+                sp += p * p;
+                continue;
+            }
+            s1[i] = s[0];
+            if (ns == 3) s1[row.n + i] = s[1], s2[i] = s[2];
+            else if (ns == 2) s2[i] = s[1];
+            store_f(row.p, row.p_dtype, i, new_param(h, p, u, lr));
+        }
+        if (h.norm_pass) add_norms(norms, t, su, sp);  // every thread of the block reaches this
+    }
+}
+
+// 8-bit blockwise states: a logical warp per quantization block. Sweep 1 computes the new states to
+// find their new absmax; sweep 2 recomputes them from the still-unchanged codes, writes the parameter
+// and the new codes (each element is read and written by the same lane, in that order).
+__global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
+                                      const float* qmap1, const float* qmap2, bnb_optim_params h, float* norms) {
+    __shared__ float q1[256], q2[256], mid1[255], mid2[255];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+        q1[i] = qmap1[i];
+        q2[i] = qmap2 != nullptr ? qmap2[i] : 0.0f;
+    }
+    load_midpoints(mid1, qmap1, 256);
+    if (qmap2 != nullptr) load_midpoints(mid2, qmap2, 256);
+    __syncthreads();
+    const int ns = n_states(h.optimizer);
+    // state k: its code book, and where its codes / absmax live relative to the tensor's arrays
+    const float* qk[3] = {q1, ns == 3 ? q1 : q2, q2};
+    const float* midk[3] = {mid1, ns == 3 ? mid1 : mid2, mid2};
+    const int lane = threadIdx.x % BNB_WARP;
+    const int bs = h.blocksize;
+    for (int64_t qb = (int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP; qb < total_blocks;
+         qb += (int64_t)gridDim.x * kWarps) {
+        int t;
+        const TensorRow row = find_tensor(table, n_tensors, qb, &t);
+        const int64_t blk = qb - row.start;
+        const int64_t nb = ceil_div(row.n, bs);
+        const int64_t base = blk * bs;
+        const int len = (int)min((int64_t)bs, row.n - base);
+        uint8_t* codes[3] = {(uint8_t*)row.s1 + base, nullptr, nullptr};
+        float* absmax[3] = {row.absmax1 + blk, nullptr, nullptr};
+        if (ns == 3) {
+            codes[1] = (uint8_t*)row.s1 + row.n + base, absmax[1] = row.absmax1 + nb + blk;
+            codes[2] = (uint8_t*)row.s2 + base, absmax[2] = row.absmax2 + blk;
+        } else if (ns == 2) {
+            codes[1] = (uint8_t*)row.s2 + base, absmax[1] = row.absmax2 + blk;
+        }
+        float old_max[3] = {0.0f, 0.0f, 0.0f};
+        for (int k = 0; k < ns; ++k) old_max[k] = *absmax[k];
+        const float lr = h.norm_pass ? 0.0f : step_size(h, norms, t);
+
+        float new_max[3] = {0.0f, 0.0f, 0.0f};
+        float su = 0.0f, sp = 0.0f;
+        for (int i = lane; i < len; i += BNB_WARP) {  // sweep 1
+            const float p = load_f(row.p, row.p_dtype, base + i);
+            const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
+            float s[3];
+            for (int k = 0; k < ns; ++k) s[k] = qk[k][codes[k][i]] * old_max[k];
+            const float u = update_direction(h, g, p, s);
+            for (int k = 0; k < ns; ++k) new_max[k] = fmaxf(new_max[k], fabsf(s[k]));
+            su += u * u;
+            sp += p * p;
+        }
+        if (h.norm_pass) {
+            add_norms(norms, t, su, sp);
+            continue;
+        }
+        float inv[3];
+        for (int k = 0; k < ns; ++k) {
+            new_max[k] = warp_max(new_max[k]);
+            inv[k] = inv_absmax(new_max[k]);
+        }
+        for (int i = lane; i < len; i += BNB_WARP) {  // sweep 2
+            const float p = load_f(row.p, row.p_dtype, base + i);
+            const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
+            float s[3];
+            for (int k = 0; k < ns; ++k) s[k] = qk[k][codes[k][i]] * old_max[k];
+            const float u = update_direction(h, g, p, s);
+            store_f(row.p, row.p_dtype, base + i, new_param(h, p, u, lr));
+            for (int k = 0; k < ns; ++k) codes[k][i] = (uint8_t)nearest_index<256>(midk[k], scale_clamp(s[k], inv[k]));
+        }
+        if (lane == 0)
+            for (int k = 0; k < ns; ++k) *absmax[k] = new_max[k];
+    }
+}
+
+bool bad_params(const bnb_optim_params* h, int n_tensors, long long total_work) {
+    return h == nullptr || n_tensors < 0 || total_work < 0 || h->optimizer < 0 || h->optimizer > BNB_OPT_ADEMAMIX ||
+           h->step < 1;
+}
+
+}  // namespace
+
+extern "C" int bnb_cuda_optimizer_32bit(const long long* table, int n_tensors, long long total_work,
+                                        const bnb_optim_params* params, float* norms, void* stream) {
+    if (bad_params(params, n_tensors, total_work) || ((params->norm_pass || params->max_unorm > 0.0f) && !norms))
+        return (int)cudaErrorInvalidValue;
+    if (n_tensors == 0 || total_work == 0) return 0;
+    optimizer_32bit_kernel<<<grid_for(total_work, 1), kThreads, 0, (cudaStream_t)stream>>>(
+        table, n_tensors, total_work, *params, norms);
+    BNB_RETURN_LAUNCH_ERROR();
+}
+
+extern "C" int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, long long total_work,
+                                       const float* qmap1, const float* qmap2, const bnb_optim_params* params,
+                                       float* norms, void* stream) {
+    if (bad_params(params, n_tensors, total_work) || qmap1 == nullptr || params->blocksize < 32 ||
+        (params->blocksize & (params->blocksize - 1)) != 0 || ((params->norm_pass || params->max_unorm > 0.0f) && !norms))
+        return (int)cudaErrorInvalidValue;
+    if (params->optimizer == BNB_OPT_ADAM || params->optimizer == BNB_OPT_ADAMW || params->optimizer == BNB_OPT_LAMB ||
+        params->optimizer == BNB_OPT_ADEMAMIX)
+        if (qmap2 == nullptr) return (int)cudaErrorInvalidValue;
+    if (n_tensors == 0 || total_work == 0) return 0;
+    optimizer_8bit_kernel<<<grid_for(total_work, kWarps), kThreads, 0, (cudaStream_t)stream>>>(
+        table, n_tensors, total_work, qmap1, qmap2, *params, norms);
+    BNB_RETURN_LAUNCH_ERROR();
+}
