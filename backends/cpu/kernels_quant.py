@@ -1,0 +1,488 @@
+"""cpu quantization kernels: Python wrappers over the native ``_quant_lib`` (quant*.c, built with cffi).
+
+Ops served (priority :data:`bnb_api.backends.cpu.PRIORITY`, kind ``native``, device type ``cpu``):
+quantize/dequantize_blockwise, quantize/dequantize_4bit, gemv_4bit, int8_vectorwise_quant,
+int8_linear_matmul, int8_mm_dequant and the batch-1 int8_mm_outlier. Every wrapper re-checks what the
+C code relies on (device, dtype, contiguity, sizes), passes every buffer length to C and checks the
+return code; results have exactly the dtypes, shapes and strides of the reference.
+
+The native library loads lazily at the first call. The instruction set is chosen at load (AVX-512,
+AVX2 or portable C); ``BNB_API_CPU_ISA=generic|avx2|avx512`` or :func:`forced_isa` caps it (tests use
+the portable ``generic`` path as the oracle of the SIMD paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import torch
+
+from bnb_api.core import codes as code_books
+from bnb_api.core.errors import BnbUnavailableError, BnbValueError
+from bnb_api.core.reference.fourbit import sorted_code_4bit
+
+ISA_NAMES = ("generic", "avx2", "avx512")
+ISA_ENV = "BNB_API_CPU_ISA"
+INT8_NATIVE_MAX_ROWS = 16
+"""int8_linear_matmul: up to this many rows of A the VNNI kernel runs, above it ``torch._int_mm``
+(oneDNN) is faster on the development machine (benchmarks/bench_cpu_quant.py measures both)."""
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# loading, dispatch level, features
+# --------------------------------------------------------------------------------------------------
+
+
+def _load():
+    """(ffi, lib) of the native module, or raises BnbUnavailableError with the reason."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state and "error" not in _state:
+                try:
+                    from bnb_api.backends.cpu import _quant_lib
+
+                    _state["ffi"], _state["lib"] = _quant_lib.ffi, _quant_lib.lib
+                    forced = os.environ.get(ISA_ENV)
+                    if forced:
+                        _set_isa_locked(forced)
+                except BnbValueError as exc:
+                    _state.pop("lib", None)
+                    _state["error"] = str(exc)
+                except ImportError as exc:
+                    _state["error"] = (
+                        f"native quant library not built ({exc}); run `python backends/cpu/build_quant.py` "
+                        "or reinstall with a C compiler"
+                    )
+    if "error" in _state:
+        raise BnbUnavailableError(f"cpu quant kernels: {_state['error']}")
+    return _state["ffi"], _state["lib"]
+
+
+def load_error() -> str | None:
+    """None when the native quant library loads, else one line saying why not."""
+    try:
+        _load()
+    except BnbUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def _set_isa_locked(name: str) -> str:
+    if name not in ISA_NAMES:
+        raise BnbValueError(f"{ISA_ENV}/set_isa: isa={name!r} is not known; expected one of {ISA_NAMES}")
+    lib = _state["lib"]
+    return _isa_name(lib, lib.bnbq_set_isa(getattr(lib, f"BNBQ_ISA_{name.upper()}")))
+
+
+def _isa_name(lib, level: int) -> str:
+    return next(n for n in ISA_NAMES if getattr(lib, f"BNBQ_ISA_{n.upper()}") == level)
+
+
+def set_isa(name: str) -> str:
+    """Cap the instruction set ('generic', 'avx2', 'avx512') at ``name``; returns the one now active."""
+    _load()
+    return _set_isa_locked(name)
+
+
+def isa() -> str:
+    """The instruction set the kernels use now."""
+    lib = _load()[1]
+    return _isa_name(lib, lib.bnbq_isa_active())
+
+
+@contextlib.contextmanager
+def forced_isa(name: str) -> Iterator[str]:
+    """Within the block the kernels use at most ``name`` (e.g. 'generic', the portable oracle)."""
+    previous = isa()
+    try:
+        yield set_isa(name)
+    finally:
+        set_isa(previous)
+
+
+def cpu_features() -> dict:
+    """Build and CPU features of the quant kernels (for ``python -m bnb_api info``)."""
+    try:
+        _, lib = _load()
+    except BnbUnavailableError as exc:
+        return {"quant_lib": str(exc)}
+    flags = lib.bnbq_cpu_flags()
+    names = ("AVX2", "FMA", "F16C", "AVX512F", "AVX512BW", "AVX512VL", "AVX512DQ", "AVX512VNNI", "AVX512BF16",
+             "AVX512FP16", "AVX512VBMI")  # fmt: skip
+    return {
+        "quant_isa_detected": _isa_name(lib, lib.bnbq_isa_detected()),
+        "quant_isa_active": _isa_name(lib, lib.bnbq_isa_active()),
+        "cpu_flags": " ".join(n.lower() for n in names if flags & getattr(lib, f"BNBQ_CPU_{n}")) or "none",
+        "openmp_threads": lib.bnbq_openmp_max_threads(),
+        "parallel_min_work": lib.BNBQ_PARALLEL_MIN_WORK,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# argument plumbing
+# --------------------------------------------------------------------------------------------------
+
+
+def _dtype_code(lib, dtype: torch.dtype, op: str, name: str) -> int:
+    codes = {torch.float32: lib.BNBQ_F32, torch.float16: lib.BNBQ_F16, torch.bfloat16: lib.BNBQ_BF16}
+    if dtype not in codes:
+        raise BnbValueError(f"{op}: {name}.dtype={dtype} is not supported by the cpu kernels; expected float32/16/bf16")
+    return codes[dtype]
+
+
+def _ptr(ffi, t: torch.Tensor | None, ctype: str = "void *"):
+    return ffi.NULL if t is None else ffi.cast(ctype, t.data_ptr())
+
+
+def _need(op: str, name: str, t: torch.Tensor, dtypes: tuple[torch.dtype, ...], numel: int | None = None) -> None:
+    """``t`` is a contiguous cpu tensor of one of ``dtypes`` (and ``numel`` elements when given)."""
+    if not isinstance(t, torch.Tensor):
+        raise BnbValueError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise BnbValueError(f"{op}: {name} is on {t.device}; the cpu kernels need cpu tensors")
+    if t.dtype not in dtypes:
+        raise BnbValueError(f"{op}: {name}.dtype={t.dtype}; expected one of {dtypes}")
+    if not t.is_contiguous():
+        raise BnbValueError(f"{op}: {name} must be contiguous")
+    if numel is not None and t.numel() != numel:
+        raise BnbValueError(f"{op}: {name} has {t.numel()} elements, but should have {numel}")
+
+
+def _check_rc(lib, rc: int, op: str) -> None:
+    if rc == lib.BNBQ_OK:
+        return
+    if rc == lib.BNBQ_ENOMEM:
+        raise MemoryError(f"{op}: the cpu kernel could not allocate its scratch memory")
+    raise BnbValueError(f"{op}: the cpu kernel rejected its arguments (code {rc}); sizes or dtypes are inconsistent")
+
+
+def _threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _nblocks(n: int, blocksize: int) -> int:
+    return -(-n // blocksize)
+
+
+def _blocksize_reason(blocksize: int, minimum: int) -> str | None:
+    if not isinstance(blocksize, int) or blocksize < minimum or blocksize & (blocksize - 1):
+        return f"blocksize={blocksize!r}: the cpu kernels take powers of two >= {minimum}"
+    return None
+
+
+def _on_cpu(**tensors: torch.Tensor | None) -> bool | str:
+    for name, t in tensors.items():
+        if t is None:
+            continue
+        if t.device.type != "cpu":
+            return f"{name} is on {t.device}"
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# 8-bit blockwise
+# --------------------------------------------------------------------------------------------------
+
+
+def quantize_blockwise_cpu(A: torch.Tensor, code: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bnb_api::quantize_blockwise``: uint8 codes of ``A.shape`` and float32 absmax (n_blocks,)."""
+    op = "quantize_blockwise"
+    ffi, lib = _load()
+    _need(op, "A", A, _FLOATS)
+    _need(op, "code", code, (torch.float32,), 256)
+    n = A.numel()
+    nb = _nblocks(n, blocksize)
+    out = torch.empty(A.shape, dtype=torch.uint8)
+    absmax = torch.empty((nb,), dtype=torch.float32)
+    rc = lib.bnbq_quantize_blockwise(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), n, _ptr(ffi, code, "float *"),
+                                     code.numel(), blocksize, _ptr(ffi, out, "uint8_t *"), out.numel(),
+                                     _ptr(ffi, absmax, "float *"), nb, _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out, absmax
+
+
+def dequantize_blockwise_cpu(
+    A: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """``bnb_api::dequantize_blockwise``: ``code[A] * absmax[block]`` as ``dtype`` of ``A.shape``."""
+    op = "dequantize_blockwise"
+    ffi, lib = _load()
+    n = A.numel()
+    _need(op, "A", A, (torch.uint8,))
+    _need(op, "absmax", absmax, (torch.float32,), _nblocks(n, blocksize))
+    _need(op, "code", code, (torch.float32,), 256)
+    out = torch.empty(A.shape, dtype=dtype)
+    rc = lib.bnbq_dequantize_blockwise(_ptr(ffi, A, "uint8_t *"), n, _ptr(ffi, absmax, "float *"), absmax.numel(),
+                                       _ptr(ffi, code, "float *"), 256, blocksize, _ptr(ffi, out),
+                                       _dtype_code(lib, dtype, op, "dtype"), out.numel(), _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def supports_quantize_blockwise(A, code, blocksize) -> bool | str:
+    """Any cpu float tensor, any 256-entry code book, power-of-two blocksize >= 64."""
+    return _blocksize_reason(blocksize, 64) or _on_cpu(A=A, code=code)
+
+
+def supports_dequantize_blockwise(A, absmax, code, blocksize, dtype) -> bool | str:
+    """Any cpu tensor, power-of-two blocksize >= 64."""
+    return _blocksize_reason(blocksize, 64) or _on_cpu(A=A, absmax=absmax, code=code)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4-bit
+# --------------------------------------------------------------------------------------------------
+
+
+def quantize_4bit_cpu(
+    A: torch.Tensor, blocksize: int, quant_type: str, quant_storage: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``bnb_api::quantize_4bit``: packed bytes viewed as ``quant_storage`` (bytes/itemsize, 1), absmax."""
+    op = "quantize_4bit"
+    ffi, lib = _load()
+    _need(op, "A", A, _FLOATS)
+    values, codes = sorted_code_4bit(quant_type, "cpu")
+    n = A.numel()
+    nb = _nblocks(n, blocksize)
+    packed = torch.empty(((n + 1) // 2,), dtype=torch.uint8)
+    absmax = torch.empty((nb,), dtype=torch.float32)
+    rc = lib.bnbq_quantize_4bit(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), n, _ptr(ffi, values, "float *"),
+                                _ptr(ffi, codes, "uint8_t *"), 16, blocksize, _ptr(ffi, packed, "uint8_t *"),
+                                packed.numel(), _ptr(ffi, absmax, "float *"), nb, _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return packed.view(quant_storage).reshape(-1, 1), absmax
+
+
+def dequantize_4bit_cpu(
+    A: torch.Tensor, absmax: torch.Tensor, blocksize: int, quant_type: str, shape: list[int], dtype: torch.dtype
+) -> torch.Tensor:
+    """``bnb_api::dequantize_4bit``: ``dtype`` tensor of ``shape`` from packed bytes ``A``."""
+    op = "dequantize_4bit"
+    ffi, lib = _load()
+    n = 1
+    for s in shape:
+        n *= s
+    A8 = A.view(torch.uint8) if A.dtype != torch.uint8 and A.is_contiguous() else A
+    _need(op, "A", A8, (torch.uint8,), (n + 1) // 2)
+    _need(op, "absmax", absmax, (torch.float32,), _nblocks(n, blocksize))
+    code = code_books.code_4bit(quant_type, "cpu")
+    out = torch.empty(tuple(shape), dtype=dtype)
+    rc = lib.bnbq_dequantize_4bit(_ptr(ffi, A8, "uint8_t *"), A8.numel(), _ptr(ffi, absmax, "float *"), absmax.numel(),
+                                  _ptr(ffi, code, "float *"), 16, blocksize, n, _ptr(ffi, out),
+                                  _dtype_code(lib, dtype, op, "dtype"), out.numel(), _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def supports_quantize_4bit(A, blocksize, quant_type, quant_storage) -> bool | str:
+    """NF4/FP4 on cpu tensors, any contract blocksize (powers of two 32..4096)."""
+    return _blocksize_reason(blocksize, 2) or _on_cpu(A=A)
+
+
+def supports_dequantize_4bit(A, absmax, blocksize, quant_type, shape, dtype) -> bool | str:
+    """NF4/FP4 on cpu tensors, any contract blocksize."""
+    return _blocksize_reason(blocksize, 2) or _on_cpu(A=A, absmax=absmax)
+
+
+def gemv_4bit_cpu(
+    A: torch.Tensor, B: torch.Tensor, shapeB: list[int], absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
+    nested_absmax: torch.Tensor | None = None, nested_code: torch.Tensor | None = None,
+    nested_offset: torch.Tensor | None = None, nested_blocksize: int = 256,
+) -> torch.Tensor:  # fmt: skip
+    """``bnb_api::gemv_4bit``: ``A @ dequant(B).T`` for one row, fused (the weight is never materialized).
+
+    Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32.
+    """
+    op = "gemv_4bit"
+    ffi, lib = _load()
+    N, K = shapeB
+    _need(op, "A", A, _FLOATS, K)
+    B8 = B.view(torch.uint8) if B.dtype != torch.uint8 and B.is_contiguous() else B
+    _need(op, "B", B8, (torch.uint8,), (N * K + 1) // 2)
+    _need(op, "code", code, (torch.float32,), 16)
+    nb = _nblocks(N * K, blocksize)
+    out = torch.empty((*A.shape[:-1], N), dtype=A.dtype)
+    if nested_absmax is None:
+        _need(op, "absmax", absmax, (torch.float32,), nb)
+        am, amq, nested, ncode, offset, nlen = _ptr(ffi, absmax, "float *"), ffi.NULL, ffi.NULL, ffi.NULL, 0.0, 0
+    else:
+        _need(op, "absmax", absmax, (torch.uint8,), nb)
+        _need(op, "nested_absmax", nested_absmax, (torch.float32,), _nblocks(nb, nested_blocksize))
+        if nested_code is None or nested_offset is None:
+            raise BnbValueError(f"{op}: nested_absmax needs nested_code and nested_offset")
+        _need(op, "nested_code", nested_code, (torch.float32,), 256)
+        _need(op, "nested_offset", nested_offset, (torch.float32,), 1)
+        am, amq = ffi.NULL, _ptr(ffi, absmax, "uint8_t *")
+        nested, ncode = _ptr(ffi, nested_absmax, "float *"), _ptr(ffi, nested_code, "float *")
+        offset, nlen = float(nested_offset.reshape(())), nested_absmax.numel()
+    rc = lib.bnbq_gemv_4bit(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), K, _ptr(ffi, B8, "uint8_t *"),
+                            B8.numel(), N, am, amq, nb, _ptr(ffi, code, "float *"), 16, blocksize, nested, nlen,
+                            ncode, 256 if nlen else 0, offset, nested_blocksize, _ptr(ffi, out), out.numel(),
+                            _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def supports_gemv_4bit(A, B, shapeB, absmax, code, blocksize, nested_absmax=None, nested_code=None,
+                       nested_offset=None, nested_blocksize=256) -> bool | str:  # fmt: skip
+    """Any layout (fast SIMD path when K % blocksize == 0); cpu tensors; power-of-two nested blocksize."""
+    if nested_absmax is not None and _blocksize_reason(nested_blocksize, 2):
+        return f"nested_blocksize={nested_blocksize}: the cpu kernel needs a power of two"
+    return _blocksize_reason(blocksize, 2) or _on_cpu(A=A, B=B, absmax=absmax, code=code)
+
+
+# --------------------------------------------------------------------------------------------------
+# LLM.int8()
+# --------------------------------------------------------------------------------------------------
+
+
+def int8_vectorwise_quant_cpu(A: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``bnb_api::int8_vectorwise_quant``: (int8 codes of A.shape, float32 row absmax, int64 outlier columns)."""
+    op = "int8_vectorwise_quant"
+    ffi, lib = _load()
+    _need(op, "A", A, _FLOATS)
+    K = A.shape[-1]
+    rows = A.numel() // K
+    codes = torch.empty(A.shape, dtype=torch.int8)
+    row_absmax = torch.empty((rows,), dtype=torch.float32)
+    flags = torch.empty((K,), dtype=torch.uint8)
+    rc = lib.bnbq_int8_vectorwise_quant(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), rows, K, float(threshold),
+                                        _ptr(ffi, codes, "int8_t *"), codes.numel(), _ptr(ffi, row_absmax, "float *"),
+                                        rows, _ptr(ffi, flags, "uint8_t *"), K, _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return codes, row_absmax, torch.nonzero(flags).reshape(-1)
+
+
+def supports_int8_vectorwise_quant(A, threshold=0.0) -> bool | str:
+    """cpu tensors with at least one column (K == 0 is left to the reference)."""
+    if A.shape[-1] == 0:
+        return "K == 0: the reference handles empty rows"
+    return _on_cpu(A=A)
+
+
+def _int8_mm_native(A2: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    op = "int8_linear_matmul"
+    ffi, lib = _load()
+    M, K = A2.shape
+    N = B.shape[0]
+    _need(op, "A", A2, (torch.int8,), M * K)
+    _need(op, "B", B, (torch.int8,), N * K)
+    out = torch.empty((M, N), dtype=torch.int32)
+    rc = lib.bnbq_int8_linear_matmul(_ptr(ffi, A2, "int8_t *"), M, K, _ptr(ffi, B, "int8_t *"), N,
+                                     _ptr(ffi, out, "int32_t *"), out.numel(), _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def int8_linear_matmul_cpu(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``bnb_api::int8_linear_matmul``: exact int32 ``A @ B.T`` (..., N).
+
+    Up to :data:`INT8_NATIVE_MAX_ROWS` rows the native VNNI kernel (memory-bound regime), above it
+    ``torch._int_mm`` (oneDNN, compute-bound regime); both are exact.
+    """
+    K = A.shape[-1]
+    N = B.shape[0]
+    A2 = A.reshape(-1, K)
+    if A2.shape[0] <= INT8_NATIVE_MAX_ROWS or A2.shape[0] == 0 or K == 0 or N == 0:
+        out = _int8_mm_native(A2, B)
+    else:
+        out = torch._int_mm(A2, B.t())
+    return out.view(*A.shape[:-1], N)
+
+
+def supports_int8_linear_matmul(A, B) -> bool | str:
+    """cpu tensors of any shape."""
+    return _on_cpu(A=A, B=B)
+
+
+def int8_mm_dequant_cpu(
+    A: torch.Tensor, row_stats: torch.Tensor, col_stats: torch.Tensor, dtype: torch.dtype | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """``bnb_api::int8_mm_dequant``: ``(A * (row * col)) / 127^2 + bias`` in float32, as ``dtype`` (fp16)."""
+    op = "int8_mm_dequant"
+    ffi, lib = _load()
+    N = A.shape[-1]
+    M = A.numel() // N if N else 0
+    _need(op, "A", A, (torch.int32,))
+    _need(op, "row_stats", row_stats, (torch.float32,), M)
+    _need(op, "col_stats", col_stats, (torch.float32,), N)
+    dtype = dtype or torch.float16
+    if bias is not None:
+        _need(op, "bias", bias, _FLOATS, N)
+    out = torch.empty(A.shape, dtype=dtype)
+    rc = lib.bnbq_int8_mm_dequant(_ptr(ffi, A, "int32_t *"), M, N, _ptr(ffi, row_stats, "float *"), M,
+                                  _ptr(ffi, col_stats, "float *"), N, _ptr(ffi, bias),
+                                  0 if bias is None else _dtype_code(lib, bias.dtype, op, "bias"),
+                                  0 if bias is None else N, _ptr(ffi, out), _dtype_code(lib, dtype, op, "dtype"),
+                                  out.numel(), _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def supports_int8_mm_dequant(A, row_stats, col_stats, dtype=None, bias=None) -> bool | str:
+    """cpu tensors of any shape."""
+    return _on_cpu(A=A, row_stats=row_stats, col_stats=col_stats, bias=bias)
+
+
+def int8_mm_outlier_cpu(A: torch.Tensor, CB: torch.Tensor, SCB: torch.Tensor, threshold: float,
+                        bias: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """``bnb_api::int8_mm_outlier`` for one row of ``A``, fused: quantize the row, int8 VNNI gemv against
+    ``CB``, dequantize with bias, add the outlier columns in float32. Returns ``A.dtype`` (..., N)."""
+    op = "int8_mm_outlier"
+    ffi, lib = _load()
+    N, K = CB.shape
+    _need(op, "A", A, _FLOATS, K)
+    _need(op, "CB", CB, (torch.int8,), N * K)
+    _need(op, "SCB", SCB, (torch.float32,), N)
+    if bias is not None:
+        _need(op, "bias", bias, _FLOATS, N)
+    out = torch.empty((*A.shape[:-1], N), dtype=A.dtype)
+    rc = lib.bnbq_int8_mm_outlier_row(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), K, _ptr(ffi, CB, "int8_t *"),
+                                      N, _ptr(ffi, SCB, "float *"), N, float(threshold), _ptr(ffi, bias),
+                                      0 if bias is None else _dtype_code(lib, bias.dtype, op, "bias"),
+                                      0 if bias is None else N, _ptr(ffi, out), out.numel(), _threads())  # fmt: skip
+    _check_rc(lib, rc, op)
+    return out
+
+
+def supports_int8_mm_outlier(A, CB, SCB, threshold, bias=None) -> bool | str:
+    """Batch 1 only (one row of A); larger batches use the composite of the native primitives."""
+    if A.numel() != CB.shape[1]:
+        return f"fused path is batch-1 only (A has {A.numel() // max(CB.shape[1], 1)} rows)"
+    return _on_cpu(A=A, CB=CB, SCB=SCB, bias=bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+
+KERNELS = {
+    "quantize_blockwise": (quantize_blockwise_cpu, supports_quantize_blockwise),
+    "dequantize_blockwise": (dequantize_blockwise_cpu, supports_dequantize_blockwise),
+    "quantize_4bit": (quantize_4bit_cpu, supports_quantize_4bit),
+    "dequantize_4bit": (dequantize_4bit_cpu, supports_dequantize_4bit),
+    "gemv_4bit": (gemv_4bit_cpu, supports_gemv_4bit),
+    "int8_vectorwise_quant": (int8_vectorwise_quant_cpu, supports_int8_vectorwise_quant),
+    "int8_linear_matmul": (int8_linear_matmul_cpu, supports_int8_linear_matmul),
+    "int8_mm_dequant": (int8_mm_dequant_cpu, supports_int8_mm_dequant),
+    "int8_mm_outlier": (int8_mm_outlier_cpu, supports_int8_mm_outlier),
+}
+
+
+def register_kernels(backend: str) -> None:
+    """Register every quant kernel of this module for ``backend`` on device type cpu (no native load)."""
+    from bnb_api.backends.cpu import PRIORITY
+    from bnb_api.core import registry
+
+    for op, (fn, supports) in KERNELS.items():
+        registry.register_kernel(op, backend, "cpu", fn, priority=PRIORITY, kind="native", supports=supports)

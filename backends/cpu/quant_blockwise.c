@@ -1,0 +1,356 @@
+/* Blockwise 8-bit (any sorted 256-entry code book) and 4-bit (NF4/FP4) quantize / dequantize.
+ *
+ * Semantics (core/ops.py): one float32 absmax per block of the flattened input, the last block partial;
+ * values scaled by x * (1/absmax) (reciprocal capped at FLT_MAX, 0 for an all-zero block), clamped to
+ * [-1, 1], mapped to the count of float32 midpoints of the sorted code book strictly below the value.
+ * 4-bit: element 2i in the high nibble of byte i, an odd length padded with the code of 0.
+ *
+ * Each kernel exists as a portable `_generic` block function (the oracle), the same code compiled for
+ * AVX2 (compiler-vectorized), and a hand-written AVX-512 version.
+ */
+#include <stdlib.h>
+
+#include "quant_internal.h"
+
+/* midpoints (c[i] + c[i+1]) * 0.5 in float32, padded with +inf to `len` (a power of two) */
+static void midpoints(const float *code, int n_code, float *mid, int len) {
+    for (int i = 0; i < len; i++) mid[i] = i < n_code - 1 ? (code[i] + code[i + 1]) * 0.5f : INFINITY;
+}
+
+BNBQ_INLINE float clamp1(float v) { return v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v); }
+
+/* ================================ 8-bit blockwise ================================ */
+
+BNBQ_INLINE void q8_block_body(const void *A, int dtype, int64_t s, int64_t len, const float *mid, uint8_t *out,
+                               float *absmax) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        float a = fabsf(bnbq_load(A, dtype, s + i));
+        amax = a > amax ? a : amax;
+    }
+    *absmax = amax;
+    const float inv = bnbq_inv_absmax(amax);
+    for (int64_t i = 0; i < len; i++) out[s + i] = (uint8_t)bnbq_bucket(mid, 256, clamp1(bnbq_load(A, dtype, s + i) * inv));
+}
+
+BNBQ_INLINE void dq8_block_body(const uint8_t *A, int64_t s, int64_t len, float scale, const float *code, void *out,
+                                int dtype) {
+    for (int64_t i = 0; i < len; i++) bnbq_store(out, dtype, s + i, code[A[s + i]] * scale);
+}
+
+static void q8_block_generic(const void *A, int dtype, int64_t s, int64_t len, const float *mid, uint8_t *out,
+                             float *absmax) {
+    q8_block_body(A, dtype, s, len, mid, out, absmax);
+}
+
+static void dq8_block_generic(const uint8_t *A, int64_t s, int64_t len, float scale, const float *code, void *out,
+                              int dtype) {
+    dq8_block_body(A, s, len, scale, code, out, dtype);
+}
+
+#if BNBQ_X86
+TGT_AVX2 static void q8_block_avx2(const void *A, int dtype, int64_t s, int64_t len, const float *mid, uint8_t *out,
+                                   float *absmax) {
+    q8_block_body(A, dtype, s, len, mid, out, absmax);
+}
+
+TGT_AVX2 static void dq8_block_avx2(const uint8_t *A, int64_t s, int64_t len, float scale, const float *code,
+                                    void *out, int dtype) {
+    dq8_block_body(A, s, len, scale, code, out, dtype);
+}
+
+/* Tables for the vectorized binary search over 256 slots (mid[255] = +inf):
+ * t[0..15] = mid[16k+15], t[16..31] = mid[16h+7], t[32..63] = mid[8j+3]. */
+static void search_tables(const float *mid, float *t) {
+    for (int k = 0; k < 16; k++) t[k] = mid[16 * k + 15];
+    for (int h = 0; h < 16; h++) t[16 + h] = mid[16 * h + 7];
+    for (int j = 0; j < 32; j++) t[32 + j] = mid[8 * j + 3];
+}
+
+TGT_AVX512 static inline __m512i bucket256_avx512(__m512 v, __m512 t1, __m512 t2, __m512 t3a, __m512 t3b,
+                                                  const float *mid) {
+    __m512i idx = _mm512_setzero_si512();
+    for (int step = 128; step >= 16; step >>= 1) {
+        __m512i k = _mm512_add_epi32(_mm512_srli_epi32(idx, 4), _mm512_set1_epi32(step / 16 - 1));
+        __mmask16 lt = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(k, t1), v, _CMP_LT_OQ);
+        idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(step));
+    }
+    __mmask16 lt = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), t2), v, _CMP_LT_OQ);
+    idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(8));
+    lt = _mm512_cmp_ps_mask(_mm512_permutex2var_ps(t3a, _mm512_srli_epi32(idx, 3), t3b), v, _CMP_LT_OQ);
+    idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(4));
+    for (int step = 2; step >= 1; step >>= 1) {
+        __m512 m = _mm512_i32gather_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(step - 1)), mid, 4);
+        lt = _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ);
+        idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(step));
+    }
+    return idx;
+}
+
+TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
+                                       const float *tables, uint8_t *out, float *absmax) {
+    __m512 vmax = _mm512_setzero_ps();
+    for (int64_t i = 0; i < len; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
+    const float amax = _mm512_reduce_max_ps(vmax);
+    *absmax = amax;
+    const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax)), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
+    const __m512 t1 = _mm512_loadu_ps(tables), t2 = _mm512_loadu_ps(tables + 16);
+    const __m512 t3a = _mm512_loadu_ps(tables + 32), t3b = _mm512_loadu_ps(tables + 48);
+    for (int64_t i = 0; i < len; i += 16) {
+        const __mmask16 m = bnbq_mask16(len - i);
+        __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, m), inv);
+        v = _mm512_min_ps(_mm512_max_ps(v, neg), one);
+        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket256_avx512(v, t1, t2, t3a, t3b, mid));
+    }
+}
+
+TGT_AVX512 static void dq8_block_avx512(const uint8_t *A, int64_t s, int64_t len, float scale, const float *code,
+                                        void *out, int dtype) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < len; i += 16) {
+        const __mmask16 m = bnbq_mask16(len - i);
+        __m512i q = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, A + s + i));
+        __m512 v = _mm512_mul_ps(_mm512_i32gather_ps(q, code, 4), sc);
+        bnbq_store16(out, dtype, s + i, v, m);
+    }
+}
+#endif
+
+static int check_blocks(int64_t n, int64_t blocksize, int64_t absmax_len) {
+    if (n < 0 || !bnbq_is_pow2(blocksize) || blocksize < 2) return 0;
+    return absmax_len == (n + blocksize - 1) / blocksize;
+}
+
+int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *code, int64_t code_len,
+                            int64_t blocksize, uint8_t *out, int64_t out_len, float *absmax, int64_t absmax_len,
+                            int nthreads) {
+    if (!bnbq_valid_dtype(dtype) || code_len != 256 || out_len != n || !check_blocks(n, blocksize, absmax_len))
+        return BNBQ_EINVAL;
+    if (n == 0) return BNBQ_OK;
+    if (!A || !code || !out || !absmax) return BNBQ_EINVAL;
+    float mid[256], tables[64];
+    midpoints(code, 256, mid, 256);
+    const int isa = bnbq_isa_level();
+#if BNBQ_X86
+    search_tables(mid, tables);
+#else
+    (void)tables;
+#endif
+    const int team = bnbq_team(nthreads, n);
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+    for (int64_t b = 0; b < absmax_len; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+#if BNBQ_X86
+        if (isa == BNBQ_ISA_AVX512) {
+            q8_block_avx512(A, dtype, s, len, mid, tables, out, absmax + b);
+            continue;
+        }
+        if (isa == BNBQ_ISA_AVX2) {
+            q8_block_avx2(A, dtype, s, len, mid, out, absmax + b);
+            continue;
+        }
+#endif
+        (void)isa;
+        q8_block_generic(A, dtype, s, len, mid, out, absmax + b);
+    }
+    return BNBQ_OK;
+}
+
+int bnbq_dequantize_blockwise(const uint8_t *A, int64_t n, const float *absmax, int64_t absmax_len,
+                              const float *code, int64_t code_len, int64_t blocksize, void *out, int dtype,
+                              int64_t out_len, int nthreads) {
+    if (!bnbq_valid_dtype(dtype) || code_len != 256 || out_len != n || !check_blocks(n, blocksize, absmax_len))
+        return BNBQ_EINVAL;
+    if (n == 0) return BNBQ_OK;
+    if (!A || !code || !out || !absmax) return BNBQ_EINVAL;
+    const int isa = bnbq_isa_level();
+    const int team = bnbq_team(nthreads, n);
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+    for (int64_t b = 0; b < absmax_len; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+#if BNBQ_X86
+        if (isa == BNBQ_ISA_AVX512) {
+            dq8_block_avx512(A, s, len, absmax[b], code, out, dtype);
+            continue;
+        }
+        if (isa == BNBQ_ISA_AVX2) {
+            dq8_block_avx2(A, s, len, absmax[b], code, out, dtype);
+            continue;
+        }
+#endif
+        (void)isa;
+        dq8_block_generic(A, s, len, absmax[b], code, out, dtype);
+    }
+    return BNBQ_OK;
+}
+
+/* ================================ 4-bit NF4 / FP4 ================================ */
+
+/* Quantize elements [s, s+len) of a block already scaled by `inv`; s is even. `zero_code` pads an odd end. */
+BNBQ_INLINE void q4_range_body(const void *A, int dtype, int64_t s, int64_t len, float inv, const float *mid,
+                               const uint8_t *codes, uint8_t zero_code, uint8_t *packed) {
+    for (int64_t i = 0; i < len; i += 2) {
+        const uint8_t hi = codes[bnbq_bucket(mid, 16, clamp1(bnbq_load(A, dtype, s + i) * inv))];
+        const uint8_t lo =
+            i + 1 < len ? codes[bnbq_bucket(mid, 16, clamp1(bnbq_load(A, dtype, s + i + 1) * inv))] : zero_code;
+        packed[(s + i) >> 1] = (uint8_t)((hi << 4) | lo);
+    }
+}
+
+BNBQ_INLINE void q4_block_body(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
+                               const uint8_t *codes, uint8_t zero_code, uint8_t *packed, float *absmax) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < len; i++) {
+        float a = fabsf(bnbq_load(A, dtype, s + i));
+        amax = a > amax ? a : amax;
+    }
+    *absmax = amax;
+    q4_range_body(A, dtype, s, len, bnbq_inv_absmax(amax), mid, codes, zero_code, packed);
+}
+
+/* Dequantize elements [s, s+len) of one block (s even) */
+BNBQ_INLINE void dq4_range_body(const uint8_t *packed, int64_t s, int64_t len, float scale, const float *code,
+                                void *out, int dtype) {
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t e = s + i;
+        const uint8_t byte = packed[e >> 1];
+        bnbq_store(out, dtype, e, code[(e & 1) ? (byte & 15) : (byte >> 4)] * scale);
+    }
+}
+
+static void q4_block_generic(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
+                             const uint8_t *codes, uint8_t zero_code, uint8_t *packed, float *absmax) {
+    q4_block_body(A, dtype, s, len, mid, codes, zero_code, packed, absmax);
+}
+
+static void dq4_block_generic(const uint8_t *packed, int64_t s, int64_t len, float scale, const float *code,
+                              void *out, int dtype) {
+    dq4_range_body(packed, s, len, scale, code, out, dtype);
+}
+
+#if BNBQ_X86
+TGT_AVX2 static void q4_block_avx2(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
+                                   const uint8_t *codes, uint8_t zero_code, uint8_t *packed, float *absmax) {
+    q4_block_body(A, dtype, s, len, mid, codes, zero_code, packed, absmax);
+}
+
+TGT_AVX2 static void dq4_block_avx2(const uint8_t *packed, int64_t s, int64_t len, float scale, const float *code,
+                                    void *out, int dtype) {
+    dq4_range_body(packed, s, len, scale, code, out, dtype);
+}
+
+TGT_AVX512 static inline __m512i codes16_avx512(__m512 v, __m512 tmid, __m512i tcode) {
+    __m512i idx = _mm512_setzero_si512();
+    for (int step = 8; step >= 1; step >>= 1) {
+        __m512 m = _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(step - 1)), tmid);
+        idx = _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ), idx, _mm512_set1_epi32(step));
+    }
+    return _mm512_permutexvar_epi32(idx, tcode);
+}
+
+TGT_AVX512 static void q4_block_avx512(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
+                                       const uint8_t *codes, uint8_t zero_code, uint8_t *packed, float *absmax) {
+    __m512 vmax = _mm512_setzero_ps();
+    for (int64_t i = 0; i < len; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
+    const float amax = _mm512_reduce_max_ps(vmax);
+    *absmax = amax;
+    const float inv_s = bnbq_inv_absmax(amax);
+    const __m512 inv = _mm512_set1_ps(inv_s), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
+    const __m512 tmid = _mm512_loadu_ps(mid);
+    const __m512i tcode = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    const __m128i pairs = _mm_set1_epi16(0x0110); /* hi * 16 + lo */
+    int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m512 v0 = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, 0xFFFF), inv);
+        __m512 v1 = _mm512_mul_ps(bnbq_load16(A, dtype, s + i + 16, 0xFFFF), inv);
+        v0 = _mm512_min_ps(_mm512_max_ps(v0, neg), one);
+        v1 = _mm512_min_ps(_mm512_max_ps(v1, neg), one);
+        __m128i c0 = _mm512_cvtepi32_epi8(codes16_avx512(v0, tmid, tcode));
+        __m128i c1 = _mm512_cvtepi32_epi8(codes16_avx512(v1, tmid, tcode));
+        __m128i b = _mm_packus_epi16(_mm_maddubs_epi16(c0, pairs), _mm_maddubs_epi16(c1, pairs));
+        _mm_storeu_si128((__m128i *)(packed + ((s + i) >> 1)), b);
+    }
+    if (i < len) q4_range_body(A, dtype, s + i, len - i, inv_s, mid, codes, zero_code, packed);
+}
+
+TGT_AVX512 static void dq4_block_avx512(const uint8_t *packed, int64_t s, int64_t len, float scale,
+                                        const float *code, void *out, int dtype) {
+    const __m512 sc = _mm512_set1_ps(scale), table = _mm512_loadu_ps(code);
+    int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        /* 16 bytes -> 32 nibble codes in element order: (b >> 4) then (b & 15) */
+        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(packed + ((s + i) >> 1))));
+        w = _mm256_or_si256(_mm256_srli_epi16(w, 4), _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(15)), 8));
+        __m512i q0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(w));
+        __m512i q1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(w, 1));
+        bnbq_store16(out, dtype, s + i, _mm512_mul_ps(_mm512_permutexvar_ps(q0, table), sc), 0xFFFF);
+        bnbq_store16(out, dtype, s + i + 16, _mm512_mul_ps(_mm512_permutexvar_ps(q1, table), sc), 0xFFFF);
+    }
+    if (i < len) dq4_range_body(packed, s + i, len - i, scale, code, out, dtype);
+}
+#endif
+
+int bnbq_quantize_4bit(const void *A, int dtype, int64_t n, const float *sorted_values, const uint8_t *sorted_codes,
+                       int64_t table_len, int64_t blocksize, uint8_t *packed, int64_t packed_len, float *absmax,
+                       int64_t absmax_len, int nthreads) {
+    if (!bnbq_valid_dtype(dtype) || table_len != 16 || blocksize < 2 || packed_len != (n + 1) / 2 ||
+        !check_blocks(n, blocksize, absmax_len))
+        return BNBQ_EINVAL;
+    if (n == 0) return BNBQ_OK;
+    if (!A || !sorted_values || !sorted_codes || !packed || !absmax) return BNBQ_EINVAL;
+    for (int i = 0; i < 16; i++)
+        if (sorted_codes[i] > 15) return BNBQ_EINVAL;
+    float mid[16];
+    midpoints(sorted_values, 16, mid, 16);
+    const uint8_t zero_code = sorted_codes[bnbq_bucket(mid, 16, 0.0f)];
+    const int isa = bnbq_isa_level();
+    const int team = bnbq_team(nthreads, n);
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+    for (int64_t b = 0; b < absmax_len; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+#if BNBQ_X86
+        if (isa == BNBQ_ISA_AVX512) {
+            q4_block_avx512(A, dtype, s, len, mid, sorted_codes, zero_code, packed, absmax + b);
+            continue;
+        }
+        if (isa == BNBQ_ISA_AVX2) {
+            q4_block_avx2(A, dtype, s, len, mid, sorted_codes, zero_code, packed, absmax + b);
+            continue;
+        }
+#endif
+        (void)isa;
+        q4_block_generic(A, dtype, s, len, mid, sorted_codes, zero_code, packed, absmax + b);
+    }
+    return BNBQ_OK;
+}
+
+int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float *absmax, int64_t absmax_len,
+                         const float *code, int64_t code_len, int64_t blocksize, int64_t n, void *out, int dtype,
+                         int64_t out_len, int nthreads) {
+    if (!bnbq_valid_dtype(dtype) || code_len != 16 || blocksize < 2 || packed_len != (n + 1) / 2 || out_len != n ||
+        !check_blocks(n, blocksize, absmax_len))
+        return BNBQ_EINVAL;
+    if (n == 0) return BNBQ_OK;
+    if (!packed || !absmax || !code || !out) return BNBQ_EINVAL;
+    const int isa = bnbq_isa_level();
+    const int team = bnbq_team(nthreads, n);
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+    for (int64_t b = 0; b < absmax_len; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+#if BNBQ_X86
+        if (isa == BNBQ_ISA_AVX512) {
+            dq4_block_avx512(packed, s, len, absmax[b], code, out, dtype);
+            continue;
+        }
+        if (isa == BNBQ_ISA_AVX2) {
+            dq4_block_avx2(packed, s, len, absmax[b], code, out, dtype);
+            continue;
+        }
+#endif
+        (void)isa;
+        dq4_block_generic(packed, s, len, absmax[b], code, out, dtype);
+    }
+    return BNBQ_OK;
+}
