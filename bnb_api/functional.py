@@ -244,7 +244,7 @@ def quantize_4bit(
     """
     blocksize = 64 if blocksize is None else blocksize
     packed, _absmax = _op.quantize_4bit(A, blocksize, quant_type, quant_storage)
-    code = _codes.code_4bit(quant_type, A.device)
+    code = _codes.code_4bit(quant_type, A.device).clone()  # own copy: state dicts must not share memory
     if compress_statistics:
         offset = _absmax.mean()
         qabsmax, state2 = quantize_blockwise(_absmax - offset, blocksize=256)
@@ -377,3 +377,71 @@ def int8_mm_dequant(
 def int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float = 6.0, bias: Tensor | None = None) -> Tensor:
     """LLM.int8() ``A @ (CB * SCB / 127).T (+ bias)`` with outlier columns in ``A.dtype``."""
     return _op.int8_mm_outlier(A, CB, SCB, threshold, bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimizers
+# --------------------------------------------------------------------------------------------------
+
+
+def percentile_clipping(
+    grad: Tensor, gnorm_vec: Tensor, step: int, percentile: int = 5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Adaptive gradient clipping by the percentile of recent gradient norms (bitsandbytes' scheme).
+
+    ``gnorm_vec``: float32 (100,) ring buffer of squared gradient norms, updated in place at slot
+    ``step % 100``. Returns float32 scalar tensors ``(current_gnorm, clip_value, gnorm_scale)`` where
+    ``clip_value = sqrt(sorted(gnorm_vec)[percentile])`` and ``gnorm_scale = min(1, clip_value /
+    current_gnorm)``; nothing is synchronized with the host.
+    """
+    if gnorm_vec.dtype != torch.float32 or gnorm_vec.numel() != 100:
+        raise BnbValueError(
+            "percentile_clipping: gnorm_vec must be float32 with 100 entries, "
+            f"got {gnorm_vec.dtype} {tuple(gnorm_vec.shape)}"
+        )
+    if not 0 <= percentile < 100:
+        raise BnbValueError(f"percentile_clipping: percentile={percentile} must be in 0..99")
+    sq = torch.linalg.vector_norm(grad.float()).square()
+    gnorm_vec[step % 100] = sq
+    current_gnorm = sq.sqrt()
+    clip_value = torch.sort(gnorm_vec).values[percentile].sqrt()
+    gnorm_scale = torch.where(current_gnorm > clip_value, clip_value / current_gnorm.clamp(min=1e-30), 1.0)
+    return current_gnorm, clip_value, gnorm_scale
+
+
+_BNB_OPTIMIZER_NAMES = {"momentum": "momentum", "adam": "adam", "adamw": "adamw", "lion": "lion", "rmsprop": "rmsprop",
+                        "adagrad": "adagrad", "lamb": "lamb", "lars": "lars", "ademamix": "ademamix"}  # fmt: skip
+
+
+def optimizer_update_32bit(
+    optimizer_name: str, g: Tensor, p: Tensor, state1: Tensor, beta1: float, eps: float, step: int, lr: float,
+    state2: Tensor | None = None, beta2: float = 0.0, beta3: float = 0.0, alpha: float = 0.0,
+    weight_decay: float = 0.0, gnorm_scale: float = 1.0, unorm_vec: Tensor | None = None, max_unorm: float = 0.0,
+    skip_zeros: bool = False,
+) -> None:  # fmt: skip
+    """In-place optimizer step with float32 states (bitsandbytes' signature; ``unorm_vec`` is unused:
+    the update norm is computed inside the op). ``skip_zeros=True`` is not supported and raises."""
+    _check_optimizer_name(optimizer_name, skip_zeros)
+    _op.optimizer_step(optimizer_name, p, g, state1, state2, None, None, None, None, lr, beta1, beta2, beta3, alpha,
+                       eps, weight_decay, step, float(gnorm_scale), max_unorm, 256)  # fmt: skip
+
+
+def optimizer_update_8bit_blockwise(
+    optimizer_name: str, g: Tensor, p: Tensor, state1: Tensor, state2: Tensor | None, beta1: float, beta2: float,
+    beta3: float, alpha: float, eps: float, step: int, lr: float, qmap1: Tensor, qmap2: Tensor | None,
+    absmax1: Tensor, absmax2: Tensor | None, weight_decay: float = 0.0, gnorm_scale: float = 1.0,
+    skip_zeros: bool = False,
+) -> None:  # fmt: skip
+    """In-place optimizer step with 8-bit blockwise states (blocksize 256; bitsandbytes' signature)."""
+    _check_optimizer_name(optimizer_name, skip_zeros)
+    _op.optimizer_step(optimizer_name, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
+                       alpha, eps, weight_decay, step, float(gnorm_scale), 0.0, 256)  # fmt: skip
+
+
+def _check_optimizer_name(optimizer_name: str, skip_zeros: bool) -> None:
+    if optimizer_name not in _BNB_OPTIMIZER_NAMES:
+        raise BnbValueError(
+            f"optimizer_name={optimizer_name!r} is not supported; expected one of {sorted(_BNB_OPTIMIZER_NAMES)}"
+        )
+    if skip_zeros:
+        raise BnbValueError("skip_zeros=True is not supported by bnb_api's optimizer kernels; pass skip_zeros=False")
