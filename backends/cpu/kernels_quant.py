@@ -14,6 +14,7 @@ the portable ``generic`` path as the oracle of the SIMD paths).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -345,7 +346,9 @@ def supports_gemv_4bit(A, B, shapeB, absmax, code, blocksize, nested_absmax=None
 # --------------------------------------------------------------------------------------------------
 
 
-def int8_vectorwise_quant_cpu(A: torch.Tensor, threshold: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def int8_vectorwise_quant_cpu(
+    A: torch.Tensor, threshold: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``bnb_api::int8_vectorwise_quant``: (int8 codes of A.shape, float32 row absmax, int64 outlier columns)."""
     op = "int8_vectorwise_quant"
     ffi, lib = _load()
@@ -391,7 +394,7 @@ def int8_linear_matmul_cpu(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """
     K = A.shape[-1]
     N = B.shape[0]
-    A2 = A.reshape(-1, K)
+    A2 = A.reshape(math.prod(A.shape[:-1]), K)
     if A2.shape[0] <= INT8_NATIVE_MAX_ROWS or A2.shape[0] == 0 or K == 0 or N == 0:
         out = _int8_mm_native(A2, B)
     else:

@@ -129,7 +129,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
         return BNBQ_EINVAL;
     if (K > 0 && N > INT64_MAX / K) return BNBQ_EINVAL;
     const int64_t n = N * K, nb = (n + blocksize - 1) / blocksize;
-    if (B_len != (n + 1) / 2 || absmax_len != nb || out_len != N || (absmax == NULL) == (absmax_q == NULL))
+    if (B_len != (n + 1) / 2 || absmax_len != nb || out_len != N || (nb > 0 && (absmax == NULL) == (absmax_q == NULL)))
         return BNBQ_EINVAL;
     absmax_src am = {absmax, absmax_q, nested_absmax, nested_code, nested_offset, 0};
     if (absmax_q) {

@@ -1,0 +1,386 @@
+"""Native cpu quant kernels (backends/cpu/kernels_quant.py + quant*.c) against the reference and float64.
+
+Every kernel is run on each instruction-set path this CPU has (``generic`` is the portable oracle,
+then ``avx2`` and ``avx512``), compared bit-exactly with the reference where the math is exact (codes,
+packing, absmax, int32 products, dequantized values) and within float rounding elsewhere, and checked
+against float64 math written here. Shapes are odd/prime with partial blocks, plus one element and empty.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import bnb_api  # noqa: F401  (registers the ops and backends)
+from bnb_api.backends.cpu import kernels_quant as kq
+from bnb_api.core import codes, registry
+from bnb_api.core.reference import blockwise as ref_bw
+from bnb_api.core.reference import fourbit as ref_4b
+from bnb_api.core.reference import int8 as ref_i8
+
+_err = kq.load_error()
+if _err and os.environ.get("BNB_API_REQUIRE_NATIVE") == "1":
+    raise RuntimeError(_err)
+pytestmark = pytest.mark.skipif(_err is not None, reason=f"native quant library unavailable: {_err}")
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+ISAS = [n for n in kq.ISA_NAMES if _err is None and kq.ISA_NAMES.index(n) <= kq.ISA_NAMES.index(
+    kq.cpu_features()["quant_isa_detected"])]  # fmt: skip
+SIZES = (0, 1, 2, 63, 64, 65, 257, 4099, 30011)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    with kq.forced_isa(request.param) as active:
+        assert active == request.param, f"asked for {request.param}, got {active}"
+        yield active
+
+
+def _data(shape, dtype, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * scale).to(dtype)
+
+
+def _fn(op):
+    return registry.get_kernel(op, "cpu", "cpu").fn
+
+
+# -------------------------------------------------------------------------------------------------- 8-bit
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("blocksize", [64, 256, 4096])
+def test_blockwise_matches_reference(isa, dtype, n, blocksize):
+    A = _data((n,), dtype, seed=n + blocksize)
+    code = codes.dynamic_map(signed=True)
+    q, absmax = _fn("quantize_blockwise")(A, code, blocksize)
+    q_ref, absmax_ref = ref_bw.quantize_blockwise(A, code, blocksize)
+    assert q.dtype == torch.uint8 and q.shape == A.shape and absmax.shape == absmax_ref.shape
+    assert torch.equal(absmax, absmax_ref), f"absmax differs [n={n}, bs={blocksize}, {dtype}, {isa}]"
+    assert torch.equal(q, q_ref), f"codes differ at {(q != q_ref).nonzero()[:5].tolist()} [n={n}, {dtype}, {isa}]"
+    for out_dtype in FLOATS:
+        d = _fn("dequantize_blockwise")(q_ref, absmax_ref, code, blocksize, out_dtype)
+        d_ref = ref_bw.dequantize_blockwise(q_ref, absmax_ref, code, blocksize, out_dtype)
+        assert d.dtype == out_dtype and d.shape == A.shape
+        assert torch.equal(d, d_ref), f"dequantized values differ [n={n}, {out_dtype}, {isa}]"
+
+
+def test_blockwise_any_code_book_and_float64(isa):
+    """An arbitrary sorted code book (unsigned map, random values with ties) and a float64 nearest check."""
+    A = _data((3, 1001), torch.float32, seed=3).abs()
+    g = torch.Generator().manual_seed(1)
+    books = [codes.dynamic_map(signed=False), torch.sort(torch.rand(256, generator=g) * 2 - 1).values,
+             torch.sort(torch.randint(-20, 20, (256,), generator=g).float() / 20).values]  # fmt: skip
+    for code in books:
+        q, absmax = kq.quantize_blockwise_cpu(A, code, 128)
+        q_ref, absmax_ref = ref_bw.quantize_blockwise(A, code, 128)
+        assert torch.equal(q, q_ref) and torch.equal(absmax, absmax_ref)
+        scaled = (ref_bw.block_view(A.reshape(-1).double(), 128) / absmax.double()[:, None]).reshape(-1)[: A.numel()]
+        err = (code.double()[q.reshape(-1).long()] - scaled).abs()
+        best = (code.double()[None, :] - scaled[:, None]).abs().min(dim=1).values
+        assert (err <= best + 1e-6).all(), "a value did not take its nearest code (float64)"
+
+
+def test_blockwise_zero_block_and_one_element(isa):
+    A = torch.zeros(300)
+    A[200:] = torch.randn(100)
+    code = codes.dynamic_map()
+    q, absmax = kq.quantize_blockwise_cpu(A, code, 64)
+    zero_code = int(torch.argmin(code.abs()))
+    assert absmax[0] == 0 and (q[:64] == ref_bw.nearest_code(torch.zeros(1), code)).all()
+    assert torch.equal(q, ref_bw.quantize_blockwise(A, code, 64)[0]) and zero_code >= 0
+    one = torch.tensor([-3.5], dtype=torch.bfloat16)
+    q1, a1 = kq.quantize_blockwise_cpu(one, code, 64)
+    assert a1.item() == 3.5 and q1.item() == 0
+
+
+# -------------------------------------------------------------------------------------------------- 4-bit
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("n", SIZES)
+def test_4bit_matches_reference(isa, quant_type, dtype, n):
+    A = _data((n,), dtype, seed=7 * n + 1)
+    for blocksize in (32, 64, 4096) if n > 64 else (64,):
+        packed, absmax = _fn("quantize_4bit")(A, blocksize, quant_type, torch.uint8)
+        packed_ref, absmax_ref = ref_4b.quantize_4bit(A, blocksize, quant_type, torch.uint8)
+        assert packed.shape == packed_ref.shape == ((n + 1) // 2, 1) and packed.stride() == packed_ref.stride()
+        assert torch.equal(absmax, absmax_ref), f"absmax differs [n={n}, bs={blocksize}, {quant_type}, {isa}]"
+        assert torch.equal(packed, packed_ref), f"packed bytes differ [n={n}, bs={blocksize}, {quant_type}, {isa}]"
+        for out_dtype in FLOATS:
+            d = _fn("dequantize_4bit")(packed_ref.view(-1), absmax_ref, blocksize, quant_type, [n], out_dtype)
+            d_ref = ref_4b.dequantize_4bit(packed_ref.view(-1), absmax_ref, blocksize, quant_type, [n], out_dtype)
+            assert d.dtype == out_dtype and torch.equal(d, d_ref), f"dequantize_4bit differs [n={n}, {out_dtype}]"
+
+
+def test_4bit_storage_shape_fp4_zero_and_odd_padding(isa):
+    """quant_storage views, 2-D shapes, the FP4 zero rule (<= 0 -> code 0, > 0 -> code 8), odd tail padding."""
+    A = torch.tensor([0.0, -0.0, 1e-6, -1e-6, 1.0, 0.0, 0.0])
+    packed, absmax = kq.quantize_4bit_cpu(A, 64, "fp4", torch.uint8)
+    nib = ref_4b.unpack_nibbles(packed.view(-1), 8)
+    assert nib.tolist()[:4] == [0, 0, 8, 0] and nib[7].item() == 0, nib.tolist()
+    nf4, _ = kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8)
+    assert ref_4b.unpack_nibbles(nf4.view(-1), 8)[7].item() == 7  # padding = NF4 code of 0
+    W = _data((6, 22), torch.float16, seed=5)
+    p16, a16 = kq.quantize_4bit_cpu(W, 64, "nf4", torch.float16)
+    pr16, ar16 = ref_4b.quantize_4bit(W, 64, "nf4", torch.float16)
+    assert (
+        p16.dtype == torch.float16
+        and p16.shape == pr16.shape
+        and torch.equal(p16.view(torch.uint8), pr16.view(torch.uint8))
+    )
+    d = kq.dequantize_4bit_cpu(p16.view(torch.uint8).view(-1), a16, 64, "nf4", [6, 22], torch.float32)
+    assert d.shape == (6, 22) and torch.equal(
+        d, ref_4b.dequantize_4bit(pr16.view(-1), ar16, 64, "nf4", [6, 22], torch.float32)
+    )
+
+
+def test_4bit_float64_roundtrip(isa):
+    """Dequantized values equal code[q] * absmax in float64, and each value took its nearest code."""
+    A = _data((5003,), torch.float32, seed=11)
+    packed, absmax = kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8)
+    table = codes.code_4bit("nf4").double()
+    q = ref_4b.unpack_nibbles(packed.view(-1), A.numel()).long()
+    scale = absmax.double().repeat_interleave(64)[: A.numel()]
+    d = kq.dequantize_4bit_cpu(packed.view(-1), absmax, 64, "nf4", [A.numel()], torch.float32)
+    assert torch.allclose(d.double(), table[q] * scale, rtol=1e-6, atol=0)
+    x = A.double() / scale
+    assert ((table[q] - x).abs() <= (table[None, :] - x[:, None]).abs().min(1).values + 1e-6).all()
+
+
+# -------------------------------------------------------------------------------------------------- gemv
+
+
+def _nested(absmax: torch.Tensor):
+    offset = absmax.mean()
+    q, nested = ref_bw.quantize_blockwise(absmax - offset, codes.dynamic_map(), 256)
+    return q, nested, codes.dynamic_map(), offset.reshape(1)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("N,K,blocksize", [(1, 64, 64), (257, 512, 64), (31, 4096, 4096), (13, 96, 32),
+                                           (11, 100, 64), (3, 7, 32), (5, 1, 32), (4, 0, 64), (0, 64, 64)])  # fmt: skip
+@pytest.mark.parametrize("nested", [False, True])
+def test_gemv_4bit_matches_reference_and_float64(isa, dtype, N, K, blocksize, nested):
+    W = _data((N, K), torch.float32, seed=N * 31 + K)
+    A = _data((1, 1, K), dtype, seed=K + 3)
+    packed, absmax = ref_4b.quantize_4bit(W, blocksize, "nf4", torch.uint8)
+    code = codes.code_4bit("nf4")
+    args = (A, packed.view(-1), [N, K], absmax, code, blocksize)
+    if nested and absmax.numel():
+        args = (A, packed.view(-1), [N, K], *_nested(absmax)[:1], code, blocksize, *_nested(absmax)[1:], 256)
+    y = _fn("gemv_4bit")(*args)
+    y_ref = ref_4b.gemv_4bit(*args)
+    assert y.dtype == dtype and y.shape == y_ref.shape == (1, 1, N)
+    # float64 math: the dequantized weight (absmax decoded as the reference does) times A
+    am = absmax if len(args) == 6 else ref_4b.nested_absmax_values(*args[3:4], *args[6:9], 256)
+    W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), am, code, blocksize, N * K).double().view(N, K)
+    y64 = A.reshape(1, K).double() @ W64.T
+    bound = (A.reshape(1, K).double().abs() @ W64.abs().T) * 1e-5 + 1e-6
+    eps = {torch.float32: 0.0, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    tol = bound + y64.abs() * eps
+    assert ((y.reshape(1, N).double() - y64).abs() <= tol).all(), f"gemv vs float64 [N={N}, K={K}, {dtype}, {isa}]"
+    assert ((y.reshape(1, N).double() - y_ref.reshape(1, N).double()).abs() <= 2 * tol).all()
+
+
+def test_gemv_4bit_fp4_and_storage(isa):
+    W = _data((40, 256), torch.float32, seed=2)
+    packed, absmax = ref_4b.quantize_4bit(W, 128, "fp4", torch.float32)
+    A = _data((256,), torch.bfloat16, seed=9)
+    y = kq.gemv_4bit_cpu(A, packed.view(torch.uint8).view(-1), [40, 256], absmax, codes.code_4bit("fp4"), 128)
+    y_ref = ref_4b.gemv_4bit(A, packed.view(torch.uint8).view(-1), [40, 256], absmax, codes.code_4bit("fp4"), 128)
+    assert y.shape == (40,) and torch.allclose(y.float(), y_ref.float(), rtol=2**-7, atol=1e-3)
+
+
+def test_gemv_simd_matches_generic_oracle():
+    W = _data((515, 1024), torch.float32, seed=4)
+    packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
+    A = _data((1024,), torch.float32, seed=8)
+    outs = {}
+    for name in ISAS:
+        with kq.forced_isa(name):
+            outs[name] = kq.gemv_4bit_cpu(A, packed.view(-1), [515, 1024], absmax, codes.code_4bit("nf4"), 64)
+    for name, y in outs.items():
+        assert torch.allclose(y, outs["generic"], rtol=1e-5, atol=1e-4), f"{name} differs from the generic oracle"
+
+
+# -------------------------------------------------------------------------------------------------- int8
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (33, 257), (2, 5, 131), (1, 4099)])
+@pytest.mark.parametrize("threshold", [0.0, 2.0, 100.0])
+def test_int8_vectorwise_quant_matches_reference(isa, dtype, shape, threshold):
+    A = _data(shape, dtype, seed=sum(shape), scale=1.5)
+    codes_, absmax, cols = _fn("int8_vectorwise_quant")(A, threshold)
+    codes_ref, absmax_ref, cols_ref = ref_i8.int8_vectorwise_quant(A, threshold)
+    assert codes_.shape == A.shape and codes_.dtype == torch.int8 and cols.dtype == torch.int64
+    assert torch.equal(absmax, absmax_ref) and torch.equal(cols, cols_ref), f"[{shape}, thr={threshold}, {isa}]"
+    assert torch.equal(codes_, codes_ref), f"codes differ [{shape}, {dtype}, thr={threshold}, {isa}]"
+    x = A.reshape(-1, shape[-1]).double()
+    keep = torch.ones(shape[-1], dtype=torch.bool)
+    keep[cols] = False
+    scaled = x * 127 / absmax.double().clamp(min=1e-30)[:, None]
+    assert ((codes_.reshape(x.shape).double() - scaled)[:, keep].abs() <= 0.5 + 1e-4).all()
+
+
+def test_int8_vectorwise_quant_all_outliers_row(isa):
+    A = torch.tensor([[5.0, -6.0, 7.0], [0.5, 0.25, -0.125]])
+    c, a, cols = kq.int8_vectorwise_quant_cpu(A, 4.0)
+    assert cols.tolist() == [0, 1, 2] and a.tolist() == [0.0, 0.5] and (c == 0).all()
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 4099, 67), (3, 64, 5), (16, 300, 77), (17, 129, 33), (40, 65, 9),
+                                   (0, 8, 4), (4, 0, 3)])  # fmt: skip
+def test_int8_linear_matmul_exact(isa, M, K, N):
+    g = torch.Generator().manual_seed(M + K + N)
+    A = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=g)
+    B = torch.randint(-128, 128, (N, K), dtype=torch.int8, generator=g)
+    C = _fn("int8_linear_matmul")(A, B)
+    assert C.dtype == torch.int32 and C.shape == (M, N)
+    if K:  # the reference's reshape(-1, 0) cannot take K == 0 (reported to the lead)
+        assert torch.equal(C, ref_i8.int8_linear_matmul(A, B))
+    assert torch.equal(C.long(), A.long() @ B.long().T)
+    assert torch.equal(kq._int8_mm_native(A, B), C)  # the native kernel also above INT8_NATIVE_MAX_ROWS
+
+
+def test_int8_linear_matmul_extremes_and_3d(isa):
+    A = torch.full((2, 3, 200), -128, dtype=torch.int8)
+    B = torch.full((7, 200), -128, dtype=torch.int8)
+    B[1] = 127
+    C = kq.int8_linear_matmul_cpu(A, B)
+    assert C.shape == (2, 3, 7) and torch.equal(C, ref_i8.int8_linear_matmul(A, B))
+
+
+@pytest.mark.parametrize("out_dtype", [None, *FLOATS])
+@pytest.mark.parametrize("bias_dtype", [None, *FLOATS])
+def test_int8_mm_dequant_matches_reference(isa, out_dtype, bias_dtype):
+    g = torch.Generator().manual_seed(5)
+    A = torch.randint(-(2**22), 2**22, (2, 3, 37), dtype=torch.int32, generator=g)
+    row, col = torch.rand(6, generator=g) * 4, torch.rand(37, generator=g) * 4
+    bias = None if bias_dtype is None else _data((37,), bias_dtype, seed=1)
+    out = _fn("int8_mm_dequant")(A, row, col, out_dtype, bias)
+    ref = ref_i8.int8_mm_dequant(A, row, col, out_dtype, bias)
+    assert out.dtype == (out_dtype or torch.float16) and out.shape == A.shape and torch.equal(out, ref)
+    exact = A.double().reshape(6, 37) * row.double()[:, None] * col.double()[None, :] / 127**2
+    exact = exact + (0 if bias is None else bias.double())
+    assert torch.allclose(out.double().reshape(6, 37), exact, rtol=2**-7, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("threshold", [0.0, 2.5])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_int8_mm_outlier_batch1(isa, dtype, threshold, with_bias):
+    K, N = 515, 67
+    A = _data((1, K), dtype, seed=3, scale=1.5)
+    g = torch.Generator().manual_seed(2)
+    CB = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=g)
+    SCB = torch.rand(N, generator=g) + 0.1
+    bias = _data((N,), dtype, seed=4) if with_bias else None
+    assert kq.supports_int8_mm_outlier(A, CB, SCB, threshold, bias) is True
+    out = _fn("int8_mm_outlier")(A, CB, SCB, threshold, bias)
+    ref = ref_i8.int8_mm_outlier(A, CB, SCB, threshold, bias)
+    assert out.dtype == dtype and out.shape == (1, N)
+    tol = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    assert torch.allclose(out.float(), ref.float(), rtol=tol, atol=tol * 10), (out.float() - ref.float()).abs().max()
+    assert isinstance(kq.supports_int8_mm_outlier(A.repeat(2, 1), CB, SCB, threshold), str)
+
+
+# ---------------------------------------------------------------------------------------------- dispatch, isa, errors
+
+
+def test_dispatch_picks_cpu():
+    A = torch.randn(1000)
+    code = codes.dynamic_map()
+    calls = {
+        "quantize_blockwise": dict(A=A, code=code, blocksize=256),
+        "quantize_4bit": dict(A=A, blocksize=64, quant_type="nf4", quant_storage=torch.uint8),
+        "int8_vectorwise_quant": dict(A=A.view(10, 100), threshold=0.0),
+        "int8_linear_matmul": dict(A=torch.zeros(2, 8, dtype=torch.int8), B=torch.zeros(3, 8, dtype=torch.int8)),
+    }
+    for op, call in calls.items():
+        assert registry.select(op, "cpu", call).backend == "cpu", registry.explain(op, "cpu", call)
+    q, absmax = torch.ops.bnb_api.quantize_blockwise(A, code, 256)
+    assert torch.equal(q, ref_bw.quantize_blockwise(A, code, 256)[0])
+
+
+def test_isa_control_and_features():
+    feats = kq.cpu_features()
+    assert feats["quant_isa_active"] in kq.ISA_NAMES and feats["openmp_threads"] >= 1
+    with kq.forced_isa("generic"):
+        assert kq.isa() == "generic"
+    assert kq.isa() == feats["quant_isa_active"]
+    with pytest.raises(ValueError, match="isa='sse'"):
+        kq.set_isa("sse")
+
+
+def test_wrappers_reject_bad_inputs():
+    code = codes.dynamic_map()
+    with pytest.raises(ValueError, match="A.dtype"):
+        kq.quantize_blockwise_cpu(torch.zeros(10, dtype=torch.int32), code, 64)
+    with pytest.raises(ValueError, match="code has 255"):
+        kq.quantize_blockwise_cpu(torch.zeros(10), code[:255], 64)
+    with pytest.raises(ValueError, match="A must be contiguous"):
+        kq.quantize_4bit_cpu(torch.zeros(10, 4).t(), 64, "nf4", torch.uint8)
+    with pytest.raises(ValueError, match="absmax has 3"):
+        kq.dequantize_blockwise_cpu(torch.zeros(100, dtype=torch.uint8), torch.ones(3), code, 64, torch.float32)
+    with pytest.raises(ValueError, match="A has 3 elements"):
+        kq.dequantize_4bit_cpu(torch.zeros(3, dtype=torch.uint8), torch.ones(1), 64, "nf4", [10], torch.float32)
+    with pytest.raises(ValueError, match="B has"):
+        kq.gemv_4bit_cpu(torch.zeros(64), torch.zeros(10, dtype=torch.uint8), [2, 64], torch.ones(2),
+                         codes.code_4bit("nf4"), 64)  # fmt: skip
+    with pytest.raises(ValueError, match="nested_code"):
+        q8 = torch.zeros(2, dtype=torch.uint8)
+        kq.gemv_4bit_cpu(torch.zeros(64), torch.zeros(64, dtype=torch.uint8), [2, 64], q8, codes.code_4bit("nf4"), 64,
+                         torch.ones(1), None, torch.zeros(1))  # fmt: skip
+    with pytest.raises(ValueError, match="B.dtype"):
+        kq.int8_linear_matmul_cpu(torch.zeros(2, 8, dtype=torch.int8), torch.zeros(3, 8))
+    with pytest.raises(ValueError, match="row_stats has 1"):
+        kq.int8_mm_dequant_cpu(torch.zeros(2, 4, dtype=torch.int32), torch.ones(1), torch.ones(4))
+    with pytest.raises(ValueError, match="bias has 3"):
+        kq.int8_mm_outlier_cpu(
+            torch.zeros(1, 8), torch.zeros(4, 8, dtype=torch.int8), torch.ones(4), 0.0, torch.ones(3)
+        )
+    # the op contract rejects before any kernel runs
+    with pytest.raises(ValueError, match="blocksize=48"):
+        torch.ops.bnb_api.quantize_blockwise(torch.zeros(10), code, 48)
+
+
+def test_c_rejects_inconsistent_lengths():
+    """The C entry points check every length they are given (no trust in the caller)."""
+    ffi, lib = kq._load()
+    A = torch.randn(100)
+    out = torch.empty(100, dtype=torch.uint8)
+    absmax = torch.empty(2)
+    code = codes.dynamic_map()
+
+    def qb(n, out_len, absmax_len, code_len=256, bs=64):
+        return lib.bnbq_quantize_blockwise(kq._ptr(ffi, A), lib.BNBQ_F32, n, kq._ptr(ffi, code, "float *"), code_len,
+                                           bs, kq._ptr(ffi, out, "uint8_t *"), out_len,
+                                           kq._ptr(ffi, absmax, "float *"), absmax_len, 1)  # fmt: skip
+
+    assert qb(100, 100, 2) == lib.BNBQ_OK
+    assert qb(100, 99, 2) == lib.BNBQ_EINVAL
+    assert qb(100, 100, 1) == lib.BNBQ_EINVAL
+    assert qb(100, 100, 2, code_len=16) == lib.BNBQ_EINVAL
+    assert qb(100, 100, 2, bs=48) == lib.BNBQ_EINVAL
+    assert lib.bnbq_int8_linear_matmul(ffi.NULL, 2, 3, ffi.NULL, 4, ffi.NULL, 7, 1) == lib.BNBQ_EINVAL
+    assert lib.bnbq_set_isa(7) == lib.BNBQ_EINVAL
+
+
+def test_threads_give_same_result():
+    A = _data((600_001,), torch.float16, seed=1)
+    code = codes.dynamic_map()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kq.quantize_blockwise_cpu(A, code, 256)
+        torch.set_num_threads(max(2, threads))
+        many = kq.quantize_blockwise_cpu(A, code, 256)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
