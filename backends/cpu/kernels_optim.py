@@ -1,0 +1,332 @@
+"""cpu fused optimizer kernels: Python wrappers over the native ``_optim_lib`` (optim*.c, built with cffi).
+
+Ops served (priority :data:`bnb_api.backends.cpu.PRIORITY`, kind ``native``, device type ``cpu``):
+``optimizer_step`` and ``optimizer_step_multi`` for every optimizer of the contract, 32-bit and 8-bit
+blockwise states, float32 / float16 / bfloat16 parameters. One C call steps a whole parameter group:
+one pass over parameter, gradient and states (dequantize, update, requantize in registers), plus a
+first read-only pass for the update norms when ``max_unorm > 0`` (LAMB / LARS clipping).
+
+Every wrapper re-checks what the C code relies on (device, dtypes, contiguity, element counts), passes
+every buffer length to C and checks the return code. The formulas are those of
+:mod:`bnb_api.core.reference.optim`, evaluated in float32 operation by operation.
+
+The native library loads lazily at the first call. The instruction set is chosen at load (AVX-512,
+AVX2 or portable C); ``BNB_API_CPU_ISA=generic|avx2|avx512`` or :func:`forced_isa` caps it (tests use
+the portable ``generic`` path as the oracle of the SIMD paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import torch
+
+from bnb_api.core.errors import BnbTypeError, BnbUnavailableError, BnbValueError
+from bnb_api.core.ops import OPTIMIZERS, TWO_STATE_OPTIMIZERS
+
+ISA_NAMES = ("generic", "avx2", "avx512")
+ISA_ENV = "BNB_API_CPU_ISA"
+OPS = ("optimizer_step", "optimizer_step_multi")
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+# --------------------------------------------------------------------------------------------------
+# loading, dispatch level
+# --------------------------------------------------------------------------------------------------
+
+
+def _load():
+    """(ffi, lib) of the native module, or raises BnbUnavailableError with the reason."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state and "error" not in _state:
+                try:
+                    from bnb_api.backends.cpu import _optim_lib
+
+                    ffi, lib = _optim_lib.ffi, _optim_lib.lib
+                    ids = [getattr(lib, f"BNBO_{name.upper()}") for name in OPTIMIZERS]
+                    if ids != list(range(len(OPTIMIZERS))):
+                        raise BnbValueError(f"optim.h optimizer ids {ids} do not follow ops.OPTIMIZERS {OPTIMIZERS}")
+                    _state["ffi"], _state["lib"] = ffi, lib
+                    forced = os.environ.get(ISA_ENV)
+                    if forced:
+                        _set_isa_locked(forced)
+                except BnbValueError as exc:
+                    _state.pop("lib", None)
+                    _state["error"] = str(exc)
+                except ImportError as exc:
+                    _state["error"] = (
+                        f"native optimizer library not built ({exc}); run `python backends/cpu/build_optim.py` "
+                        "or reinstall with a C compiler"
+                    )
+    if "error" in _state:
+        raise BnbUnavailableError(f"cpu optimizer kernels: {_state['error']}")
+    return _state["ffi"], _state["lib"]
+
+
+def load_error() -> str | None:
+    """None when the native optimizer library loads, else one line saying why not."""
+    try:
+        _load()
+    except BnbUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def _isa_name(lib, level: int) -> str:
+    return next(n for n in ISA_NAMES if getattr(lib, f"BNBO_ISA_{n.upper()}") == level)
+
+
+def _set_isa_locked(name: str) -> str:
+    if name not in ISA_NAMES:
+        raise BnbValueError(f"{ISA_ENV}/set_isa: isa={name!r} is not known; expected one of {ISA_NAMES}")
+    lib = _state["lib"]
+    return _isa_name(lib, lib.bnbo_set_isa(getattr(lib, f"BNBO_ISA_{name.upper()}")))
+
+
+def set_isa(name: str) -> str:
+    """Cap the instruction set ('generic', 'avx2', 'avx512') at ``name``; returns the one now active."""
+    _load()
+    return _set_isa_locked(name)
+
+
+def isa() -> str:
+    """The instruction set the optimizer kernels use now."""
+    lib = _load()[1]
+    return _isa_name(lib, lib.bnbo_isa_active())
+
+
+def isa_detected() -> str:
+    """The best instruction set this CPU runs (what :func:`isa` is without a cap)."""
+    lib = _load()[1]
+    return _isa_name(lib, lib.bnbo_isa_detected())
+
+
+@contextlib.contextmanager
+def forced_isa(name: str) -> Iterator[str]:
+    """Within the block the optimizer kernels use at most ``name`` (e.g. 'generic', the portable oracle)."""
+    previous = isa()
+    try:
+        yield set_isa(name)
+    finally:
+        set_isa(previous)
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks (what the C code relies on)
+# --------------------------------------------------------------------------------------------------
+
+_DTYPE_IDS = {torch.float32: "BNBO_F32", torch.float16: "BNBO_F16", torch.bfloat16: "BNBO_BF16"}
+
+
+def _fail(op: str, msg: str, type_error: bool = False):
+    raise (BnbTypeError if type_error else BnbValueError)(f"{op}: {msg}")
+
+
+def _check_tensor(op: str, name: str, t, dtype: torch.dtype, numel: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        _fail(op, f"{name} must be a torch.Tensor, got {type(t).__name__}", type_error=True)
+    if t.device.type != "cpu":
+        _fail(op, f"{name} is on {t.device}; the cpu kernels need cpu tensors")
+    if t.dtype != dtype:
+        _fail(op, f"{name}.dtype={t.dtype}, but should be {dtype}", type_error=True)
+    if not t.is_contiguous():
+        _fail(op, f"{name} must be contiguous")
+    if t.numel() != numel:
+        _fail(op, f"{name}.numel()={t.numel()}, but should be {numel}")
+
+
+def _n_blocks(n: int, blocksize: int) -> int:
+    return -(-n // blocksize)
+
+
+def _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, step, max_unorm,
+                 blocksize) -> tuple[torch.dtype, bool]:  # fmt: skip
+    """Checks one group; returns (parameter dtype, eight_bit)."""
+    if optimizer not in OPTIMIZERS:
+        _fail(op, f"optimizer={optimizer!r} is not supported; expected one of {OPTIMIZERS}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        _fail(op, f"step={step!r} must be an int >= 1 (the first step is 1)")
+    if max_unorm < 0:
+        _fail(op, f"max_unorm={max_unorm} must be >= 0 (0 disables update clipping)")
+    n = len(params)
+    two = optimizer in TWO_STATE_OPTIMIZERS
+    eight_bit = bool(state1) and isinstance(state1[0], torch.Tensor) and state1[0].dtype == torch.uint8
+    for name, lst, want in (("grads", grads, n), ("state1", state1, n), ("state2", state2, n if two else 0),
+                            ("absmax1", absmax1, n if eight_bit else 0),
+                            ("absmax2", absmax2, n if eight_bit and two else 0)):  # fmt: skip
+        if len(lst) != want:
+            _fail(op, f"{name} has {len(lst)} tensors, but should have {want} [optimizer={optimizer}, {n} params]")
+    if n == 0:
+        return torch.float32, eight_bit
+    dtype = params[0].dtype if isinstance(params[0], torch.Tensor) else None
+    if dtype not in _DTYPE_IDS:
+        _fail(op, f"params[0].dtype={dtype}; expected one of {tuple(_DTYPE_IDS)}", type_error=True)
+    state_dtype = torch.uint8 if eight_bit else torch.float32
+    if eight_bit:
+        if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 64 or blocksize & (blocksize - 1):
+            _fail(op, f"blocksize={blocksize!r} is not supported; expected a power of two >= 64")
+        for name, q, needed in (("qmap1", qmap1, True), ("qmap2", qmap2, two)):
+            if needed:
+                if q is None:
+                    _fail(op, f"8-bit states need {name} (a float32 code book of 256 entries)")
+                _check_tensor(op, name, q, torch.float32, 256)
+    for i in range(n):
+        p = params[i]
+        _check_tensor(op, f"params[{i}]", p, dtype, p.numel() if isinstance(p, torch.Tensor) else -1)
+        m = p.numel()
+        _check_tensor(op, f"grads[{i}]", grads[i], dtype, m)
+        _check_tensor(op, f"state1[{i}]", state1[i], state_dtype, 2 * m if optimizer == "ademamix" else m)
+        if two:
+            _check_tensor(op, f"state2[{i}]", state2[i], state_dtype, m)
+        if eight_bit:
+            nb = _n_blocks(m, blocksize)
+            _check_tensor(op, f"absmax1[{i}]", absmax1[i], torch.float32, 2 * nb if optimizer == "ademamix" else nb)
+            if two:
+                _check_tensor(op, f"absmax2[{i}]", absmax2[i], torch.float32, nb)
+    return dtype, eight_bit
+
+
+# --------------------------------------------------------------------------------------------------
+# the step
+# --------------------------------------------------------------------------------------------------
+
+
+def _step(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
+          alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize) -> None:  # fmt: skip
+    dtype, eight_bit = _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2,
+                                    step, max_unorm, blocksize)  # fmt: skip
+    if not params:
+        return
+    ffi, lib = _load()
+    two = optimizer in TWO_STATE_OPTIMIZERS
+    null = ffi.NULL
+    h = ffi.new("bnbo_hparams *")
+    h.optimizer = OPTIMIZERS.index(optimizer)
+    h.step = step
+    h.lr, h.beta1, h.beta2, h.beta3, h.alpha = float(lr), float(beta1), float(beta2), float(beta3), float(alpha)
+    h.eps, h.weight_decay, h.gnorm_scale, h.max_unorm = float(eps), float(weight_decay), float(gnorm_scale), float(
+        max_unorm
+    )
+    arr = ffi.new("bnbo_tensor[]", len(params))
+    for i, p in enumerate(params):
+        t = arr[i]
+        t.p = ffi.cast("void *", p.data_ptr())
+        t.g = ffi.cast("void *", grads[i].data_ptr())
+        t.state1 = ffi.cast("void *", state1[i].data_ptr())
+        t.n = p.numel()
+        t.n_state1 = state1[i].numel()
+        if two:
+            t.state2 = ffi.cast("void *", state2[i].data_ptr())
+            t.n_state2 = state2[i].numel()
+        if eight_bit:
+            t.absmax1 = ffi.cast("float *", absmax1[i].data_ptr())
+            t.n_absmax1 = absmax1[i].numel()
+            if two:
+                t.absmax2 = ffi.cast("float *", absmax2[i].data_ptr())
+                t.n_absmax2 = absmax2[i].numel()
+    q1 = ffi.cast("float *", qmap1.data_ptr()) if eight_bit else null
+    q2 = ffi.cast("float *", qmap2.data_ptr()) if eight_bit and two else null
+    rc = lib.bnbo_step(
+        h, getattr(lib, _DTYPE_IDS[dtype]), int(eight_bit), q1, 256 if eight_bit else 0, q2,
+        256 if eight_bit and two else 0, int(blocksize), arr, len(params), torch.get_num_threads(),
+    )  # fmt: skip
+    if rc == lib.BNBO_ENOMEM:
+        raise MemoryError(f"{op}: the native kernel could not allocate its scratch memory")
+    if rc != lib.BNBO_OK:
+        raise BnbValueError(f"{op}: the native kernel rejected the arguments (code {rc}) [optimizer={optimizer}]")
+
+
+def optimizer_step(optimizer: str, p: torch.Tensor, g: torch.Tensor, state1: torch.Tensor, state2: torch.Tensor | None,
+                   absmax1: torch.Tensor | None, absmax2: torch.Tensor | None, qmap1: torch.Tensor | None,
+                   qmap2: torch.Tensor | None, lr: float, beta1: float, beta2: float, beta3: float, alpha: float,
+                   eps: float, weight_decay: float, step: int, gnorm_scale: float = 1.0, max_unorm: float = 0.0,
+                   blocksize: int = 256) -> None:  # fmt: skip
+    """Native ``bnb_api::optimizer_step`` (in place): see :func:`bnb_api.core.ops.optimizer_step`.
+
+    ``p``, ``g``: same float dtype and shape, contiguous. 32-bit: ``state1``/``state2`` float32 (AdEMAMix
+    ``state1`` is ``(2, *p.shape)``); 8-bit: uint8 codes with float32 ``absmax1``/``absmax2`` per
+    ``blocksize`` block and float32 (256,) code books ``qmap1``/``qmap2``.
+    """
+    _step("optimizer_step", optimizer, [p], [g], [state1], [] if state2 is None else [state2],
+          [] if absmax1 is None else [absmax1], [] if absmax2 is None else [absmax2], qmap1, qmap2, lr, beta1, beta2,
+          beta3, alpha, eps, weight_decay, step, gnorm_scale, max_unorm, blocksize)  # fmt: skip
+
+
+def optimizer_step_multi(optimizer: str, params: list[torch.Tensor], grads: list[torch.Tensor],
+                         state1: list[torch.Tensor], state2: list[torch.Tensor], absmax1: list[torch.Tensor],
+                         absmax2: list[torch.Tensor], qmap1: torch.Tensor | None, qmap2: torch.Tensor | None,
+                         lr: float, beta1: float, beta2: float, beta3: float, alpha: float, eps: float,
+                         weight_decay: float, step: int, gnorm_scale: float = 1.0, max_unorm: float = 0.0,
+                         blocksize: int = 256) -> None:  # fmt: skip
+    """Native ``bnb_api::optimizer_step_multi``: every parameter of the group in one C call (in place).
+
+    Lists hold one tensor per parameter (all parameters of one float dtype); ``state2`` / ``absmax1`` /
+    ``absmax2`` are empty where the optimizer or the state width has none. Clipping norms
+    (``max_unorm > 0``) are per parameter, as in :func:`optimizer_step`.
+    """
+    _step("optimizer_step_multi", optimizer, list(params), list(grads), list(state1), list(state2), list(absmax1),
+          list(absmax2), qmap1, qmap2, lr, beta1, beta2, beta3, alpha, eps, weight_decay, step, gnorm_scale,
+          max_unorm, blocksize)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------------
+
+
+def _supports_group(params, grads, qmap1, qmap2) -> bool | str:
+    if not params:
+        return True
+    dtype = params[0].dtype
+    if dtype not in _DTYPE_IDS:
+        return f"parameter dtype {dtype} (native kernels take float32/float16/bfloat16)"
+    for i, (p, g) in enumerate(zip(params, grads)):
+        # the kernels read g in the parameter's dtype; mixed dtypes fall back to the reference
+        if p.dtype != dtype or g.dtype != dtype:
+            return f"params[{i}]/grads[{i}] dtypes {p.dtype}/{g.dtype} differ from {dtype} (mixed dtypes)"
+        if p.device.type != "cpu":
+            return f"params[{i}] is on {p.device}"
+    for name, q in (("qmap1", qmap1), ("qmap2", qmap2)):
+        if q is not None and not q.is_contiguous():
+            return f"{name} is not contiguous"
+    return True
+
+
+def _supports_step(optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, **_) -> bool | str:
+    return _supports_group([p], [g], qmap1, qmap2)
+
+
+def _supports_multi(optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, **_) -> bool | str:
+    return _supports_group(params, grads, qmap1, qmap2)
+
+
+def register_kernels(backend: str) -> None:
+    """Register optimizer_step and optimizer_step_multi for ``backend`` on cpu (no native code loads here)."""
+    from bnb_api.backends.cpu import PRIORITY
+    from bnb_api.core import registry
+
+    registry.register_kernel("optimizer_step", backend, "cpu", optimizer_step, priority=PRIORITY, kind="native",
+                             supports=_supports_step)  # fmt: skip
+    registry.register_kernel("optimizer_step_multi", backend, "cpu", optimizer_step_multi, priority=PRIORITY,
+                             kind="native", supports=_supports_multi)  # fmt: skip
+
+
+def nearest_codes(qmap: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The requantization search alone: uint8 index of the nearest ``qmap`` entry for each float32 of ``x``
+    (count of midpoints strictly below; ties to the lower index), with the active instruction set."""
+    op = "nearest_codes"
+    _check_tensor(op, "qmap", qmap, torch.float32, 256)
+    _check_tensor(op, "x", x, torch.float32, x.numel() if isinstance(x, torch.Tensor) else -1)
+    ffi, lib = _load()
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    rc = lib.bnbo_nearest_codes(ffi.cast("float *", qmap.data_ptr()), 256, ffi.cast("float *", x.data_ptr()),
+                                ffi.cast("uint8_t *", out.data_ptr()), x.numel())  # fmt: skip
+    if rc != lib.BNBO_OK:
+        raise BnbValueError(f"{op}: the native kernel rejected the arguments (code {rc})")
+    return out

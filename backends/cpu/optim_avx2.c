@@ -1,0 +1,160 @@
+/* AVX2 + FMA + F16C instantiation of the optimizer kernel (VW = 8). FMA is enabled for the target but
+ * never contracted (the build passes -ffp-contract=off), so results equal the scalar kernel. */
+#include "optim_internal.h"
+
+#if BNBO_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+#include <immintrin.h>
+
+typedef __m256 vf;
+#define VW 8
+#define KNAME(name) name##_avx2
+
+BNBO_INLINE vf v_set1(float x) { return _mm256_set1_ps(x); }
+BNBO_INLINE vf v_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+BNBO_INLINE vf v_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+BNBO_INLINE vf v_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+BNBO_INLINE vf v_div(vf a, vf b) { return _mm256_div_ps(a, b); }
+BNBO_INLINE vf v_sqrt(vf a) { return _mm256_sqrt_ps(a); }
+BNBO_INLINE vf v_max(vf a, vf b) { return _mm256_max_ps(a, b); }
+BNBO_INLINE vf v_min(vf a, vf b) { return _mm256_min_ps(a, b); }
+BNBO_INLINE vf v_abs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+
+BNBO_INLINE vf v_sign(vf a) {
+    const vf one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    const vf pos = _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GT_OQ), one);
+    const vf neg = _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_LT_OQ), one);
+    return _mm256_sub_ps(pos, neg);
+}
+
+BNBO_INLINE __m256i v_lanes(int cnt) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+BNBO_INLINE vf v_keep(vf a, int cnt) {
+    if (cnt >= VW) return a;
+    return _mm256_and_ps(a, _mm256_castsi256_ps(v_lanes(cnt)));
+}
+
+BNBO_INLINE double v_hsum(vf a) {
+    const __m256d s = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)),
+                                    _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    const __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
+}
+
+BNBO_INLINE float v_hmax(vf a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+BNBO_INLINE vf v_load_f32(const float *p, int cnt) {
+    if (cnt >= VW) return _mm256_loadu_ps(p);
+    return _mm256_maskload_ps(p, v_lanes(cnt));
+}
+
+BNBO_INLINE void v_store_f32(float *p, vf v, int cnt) {
+    if (cnt >= VW)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, v_lanes(cnt), v);
+}
+
+/* 8 16-bit values (zero-filled past cnt) */
+BNBO_INLINE __m128i v_load_u16(const uint16_t *p, int cnt) {
+    if (cnt >= VW) return _mm_loadu_si128((const __m128i *)p);
+    uint16_t tmp[8] = {0};
+    memcpy(tmp, p, (size_t)cnt * 2);
+    return _mm_loadu_si128((const __m128i *)tmp);
+}
+
+BNBO_INLINE void v_store_u16(uint16_t *p, __m128i v, int cnt) {
+    if (cnt >= VW) {
+        _mm_storeu_si128((__m128i *)p, v);
+        return;
+    }
+    uint16_t tmp[8];
+    _mm_storeu_si128((__m128i *)tmp, v);
+    memcpy(p, tmp, (size_t)cnt * 2);
+}
+
+BNBO_INLINE vf v_load_dt(int dt, const void *base, int64_t i, int cnt) {
+    if (dt == BNBO_F32) return v_load_f32((const float *)base + i, cnt);
+    const __m128i h = v_load_u16((const uint16_t *)base + i, cnt);
+    if (dt == BNBO_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+BNBO_INLINE void v_store_dt(int dt, void *base, int64_t i, vf v, int cnt) {
+    if (dt == BNBO_F32) {
+        v_store_f32((float *)base + i, v, cnt);
+        return;
+    }
+    __m128i h;
+    if (dt == BNBO_F16) {
+        h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else { /* bf16: round to nearest even on the bits; NaN -> 0x7fc0 */
+        const __m256i x = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(x, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(x, _mm256_set1_epi32(0x7fff)), lsb), 16);
+        const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7fc0), nan);
+        h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+    }
+    v_store_u16((uint16_t *)base + i, h, cnt);
+}
+
+BNBO_INLINE __m256i v_load_idx(const uint8_t *c, int cnt) {
+    if (cnt >= VW) return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
+    uint8_t tmp[8] = {0};
+    memcpy(tmp, c, (size_t)cnt);
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)tmp));
+}
+
+BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
+    return _mm256_i32gather_ps(code, v_load_idx(c, cnt), 4);
+}
+
+typedef struct {
+    const float *mid;
+} vq;
+
+BNBO_INLINE vq v_qprep(const bnbo_qtab *tab) {
+    vq q = {tab->mid};
+    return q;
+}
+
+/* Branch-free binary search over the 256 midpoints with gathers (8 steps). */
+BNBO_INLINE void v_store_quant(uint8_t *c, vf x, int cnt, const vq *q) {
+    __m256i idx = _mm256_setzero_si256();
+    for (int step = 128; step; step >>= 1) {
+        const vf t = _mm256_i32gather_ps(q->mid, _mm256_add_epi32(idx, _mm256_set1_epi32(step - 1)), 4);
+        const __m256i lt = _mm256_castps_si256(_mm256_cmp_ps(t, x, _CMP_LT_OQ));
+        idx = _mm256_add_epi32(idx, _mm256_and_si256(lt, _mm256_set1_epi32(step)));
+    }
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(idx), _mm256_extracti128_si256(idx, 1));
+    const __m128i b = _mm_packus_epi16(w, w);
+    if (cnt >= VW) {
+        _mm_storel_epi64((__m128i *)c, b);
+        return;
+    }
+    uint8_t tmp[16];
+    _mm_storeu_si128((__m128i *)tmp, b);
+    memcpy(c, tmp, (size_t)cnt);
+}
+
+#include "optim_kernel.h"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif /* BNBO_X86 */

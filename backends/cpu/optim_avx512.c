@@ -1,0 +1,160 @@
+/* AVX-512 (F/BW/VL/DQ) instantiation of the optimizer kernel (VW = 16): masked loads and stores for
+ * partial vectors, and an exact register-resident nearest-code search (see v_store_quant). */
+#include "optim_internal.h"
+
+#if BNBO_X86
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
+#include <immintrin.h>
+
+typedef __m512 vf;
+#define VW 16
+#define KNAME(name) name##_avx512
+
+BNBO_INLINE __mmask16 v_mask(int cnt) { return cnt >= VW ? (__mmask16)0xffff : (__mmask16)((1u << cnt) - 1u); }
+
+BNBO_INLINE vf v_set1(float x) { return _mm512_set1_ps(x); }
+BNBO_INLINE vf v_add(vf a, vf b) { return _mm512_add_ps(a, b); }
+BNBO_INLINE vf v_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+BNBO_INLINE vf v_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+BNBO_INLINE vf v_div(vf a, vf b) { return _mm512_div_ps(a, b); }
+BNBO_INLINE vf v_sqrt(vf a) { return _mm512_sqrt_ps(a); }
+BNBO_INLINE vf v_max(vf a, vf b) { return _mm512_max_ps(a, b); }
+BNBO_INLINE vf v_min(vf a, vf b) { return _mm512_min_ps(a, b); }
+BNBO_INLINE vf v_abs(vf a) { return _mm512_abs_ps(a); }
+
+BNBO_INLINE vf v_sign(vf a) {
+    const vf one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __mmask16 pos = _mm512_cmp_ps_mask(a, zero, _CMP_GT_OQ), neg = _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ);
+    return _mm512_sub_ps(_mm512_maskz_mov_ps(pos, one), _mm512_maskz_mov_ps(neg, one));
+}
+
+BNBO_INLINE vf v_keep(vf a, int cnt) { return cnt >= VW ? a : _mm512_maskz_mov_ps(v_mask(cnt), a); }
+
+BNBO_INLINE double v_hsum(vf a) {
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+    const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+BNBO_INLINE float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
+
+BNBO_INLINE vf v_load_f32(const float *p, int cnt) {
+    return cnt >= VW ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(v_mask(cnt), p);
+}
+
+BNBO_INLINE void v_store_f32(float *p, vf v, int cnt) {
+    if (cnt >= VW)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, v_mask(cnt), v);
+}
+
+BNBO_INLINE vf v_load_dt(int dt, const void *base, int64_t i, int cnt) {
+    if (dt == BNBO_F32) return v_load_f32((const float *)base + i, cnt);
+    const uint16_t *p = (const uint16_t *)base + i;
+    const __m256i h = cnt >= VW ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi16(v_mask(cnt), p);
+    if (dt == BNBO_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+BNBO_INLINE void v_store_dt(int dt, void *base, int64_t i, vf v, int cnt) {
+    if (dt == BNBO_F32) {
+        v_store_f32((float *)base + i, v, cnt);
+        return;
+    }
+    __m256i h;
+    if (dt == BNBO_F16) {
+        h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else { /* bf16: round to nearest even on the bits; NaN -> 0x7fc0 */
+        const __m512i x = _mm512_castps_si512(v);
+        const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), lsb), 16);
+        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+        h = _mm512_cvtepi32_epi16(r);
+    }
+    uint16_t *p = (uint16_t *)base + i;
+    if (cnt >= VW)
+        _mm256_storeu_si256((__m256i *)p, h);
+    else
+        _mm256_mask_storeu_epi16(p, v_mask(cnt), h);
+}
+
+BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
+    const __m128i b = cnt >= VW ? _mm_loadu_si128((const __m128i *)c) : _mm_maskz_loadu_epi8(v_mask(cnt), c);
+    return _mm512_i32gather_ps(_mm512_cvtepu8_epi32(b), code, 4);
+}
+
+/* The 255 midpoints (+inf pad) as a 16 x 16 table in registers: split = mid[16k + 15], col[j][h] = mid[16h + j]. */
+typedef struct {
+    __m512 split7;
+    __m512 split;
+    __m512 col[16];
+} vq;
+
+BNBO_INLINE vq v_qprep(const bnbo_qtab *tab) {
+    vq q;
+    q.split7 = _mm512_set1_ps(tab->split[7]);
+    q.split = _mm512_load_ps(tab->split);
+    for (int j = 0; j < 16; j++) q.col[j] = _mm512_load_ps(tab->col[j]);
+    return q;
+}
+
+#define BNBO_LT(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+
+/* Exact nearest code = number of midpoints strictly below x, in two 16-way binary searches without
+ * memory access: h = number of split points below x (4 steps over one register), then the position
+ * l inside row h (4 steps; the candidates of each step come from permutex2var over column registers,
+ * selected by the bits of l found so far). code = 16 h + l. NaN compares false everywhere: code 0. */
+BNBO_INLINE void v_store_quant(uint8_t *c, vf x, int cnt, const vq *q) {
+    const __m512i i16 = _mm512_set1_epi32(16);
+    __m512i h = _mm512_maskz_mov_epi32(BNBO_LT(q->split7, x), _mm512_set1_epi32(8));
+    __mmask16 m = BNBO_LT(_mm512_permutexvar_ps(_mm512_add_epi32(h, _mm512_set1_epi32(3)), q->split), x);
+    h = _mm512_mask_add_epi32(h, m, h, _mm512_set1_epi32(4));
+    m = BNBO_LT(_mm512_permutexvar_ps(_mm512_add_epi32(h, _mm512_set1_epi32(1)), q->split), x);
+    h = _mm512_mask_add_epi32(h, m, h, _mm512_set1_epi32(2));
+    m = BNBO_LT(_mm512_permutexvar_ps(h, q->split), x);
+    h = _mm512_mask_add_epi32(h, m, h, _mm512_set1_epi32(1));
+
+    const __mmask16 m8 = BNBO_LT(_mm512_permutexvar_ps(h, q->col[7]), x);
+    __m512i idx = _mm512_mask_or_epi32(h, m8, h, i16);
+    const __mmask16 m4 = BNBO_LT(_mm512_permutex2var_ps(q->col[3], idx, q->col[11]), x);
+    idx = _mm512_mask_or_epi32(h, m4, h, i16);
+    const vf t2a = _mm512_permutex2var_ps(q->col[1], idx, q->col[5]);
+    const vf t2b = _mm512_permutex2var_ps(q->col[9], idx, q->col[13]);
+    const __mmask16 m2 = BNBO_LT(_mm512_mask_blend_ps(m8, t2a, t2b), x);
+    idx = _mm512_mask_or_epi32(h, m2, h, i16);
+    const vf ta = _mm512_permutex2var_ps(q->col[0], idx, q->col[2]);
+    const vf tb = _mm512_permutex2var_ps(q->col[4], idx, q->col[6]);
+    const vf tc = _mm512_permutex2var_ps(q->col[8], idx, q->col[10]);
+    const vf td = _mm512_permutex2var_ps(q->col[12], idx, q->col[14]);
+    const vf t1 = _mm512_mask_blend_ps(m8, _mm512_mask_blend_ps(m4, ta, tb), _mm512_mask_blend_ps(m4, tc, td));
+    const __mmask16 m1 = BNBO_LT(t1, x);
+
+    __m512i code = _mm512_slli_epi32(h, 4);
+    code = _mm512_mask_add_epi32(code, m8, code, _mm512_set1_epi32(8));
+    code = _mm512_mask_add_epi32(code, m4, code, _mm512_set1_epi32(4));
+    code = _mm512_mask_add_epi32(code, m2, code, _mm512_set1_epi32(2));
+    code = _mm512_mask_add_epi32(code, m1, code, _mm512_set1_epi32(1));
+    const __m128i b = _mm512_cvtepi32_epi8(code);
+    if (cnt >= VW)
+        _mm_storeu_si128((__m128i *)c, b);
+    else
+        _mm_mask_storeu_epi8(c, v_mask(cnt), b);
+}
+
+#undef BNBO_LT
+
+#include "optim_kernel.h"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif /* BNBO_X86 */

@@ -1,0 +1,231 @@
+/* The fused optimizer kernel, written once over a small vector layer.
+ *
+ * Included by optim_generic.c (scalar, VW = 1), optim_avx2.c (VW = 8) and optim_avx512.c (VW = 16) after
+ * each defines: the float vector type `vf`, its width VW, the arithmetic v_set1 / v_add / v_sub / v_mul /
+ * v_div / v_sqrt / v_max / v_min / v_abs / v_sign, the lane mask v_keep(v, cnt) (zeroes lanes >= cnt),
+ * the reductions v_hsum (to double) / v_hmax, loads and stores of cnt <= VW elements (v_load_f32,
+ * v_store_f32, v_load_dt / v_store_dt for the parameter dtype, v_load_codes = code-book lookup), the
+ * requantization v_store_quant with its register-resident tables `vq` / v_qprep, and KNAME(name).
+ *
+ * Every formula follows core/reference/optim.py operation by operation (each torch op rounds to float32;
+ * the build disables FMA contraction), so all three instantiations compute identical values.
+ */
+#include <float.h>
+
+/* Formula families: optimizers sharing an update direction (weight decay style comes from job->k). */
+#define BNBO_FAM_ADAM 0 /* adam, adamw, lamb */
+#define BNBO_FAM_MOMENTUM 1 /* momentum, lars */
+#define BNBO_FAM_LION 2
+#define BNBO_FAM_RMSPROP 3
+#define BNBO_FAM_ADAGRAD 4
+#define BNBO_FAM_ADEMAMIX 5
+
+#define BNBO_FAM_NSTATES(f) ((f) == BNBO_FAM_ADAM ? 2 : (f) == BNBO_FAM_ADEMAMIX ? 3 : 1)
+
+/* The update direction u; updates the float32 states s0..s2 (the reference's update_direction). */
+BNBO_INLINE vf KNAME(k_direction)(const int fam, const bnbo_consts *k, vf p, vf g, vf *s0, vf *s1, vf *s2) {
+    g = v_mul(g, v_set1(k->gnorm));
+    if (k->coupled_wd) g = v_add(g, v_mul(v_set1(k->wd), p));
+    switch (fam) {
+    case BNBO_FAM_ADAM: {
+        *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
+        *s1 = v_add(v_mul(*s1, v_set1(k->b2)), v_mul(v_mul(v_set1(k->omb2), g), g));
+        const vf den = v_add(v_sqrt(v_div(*s1, v_set1(k->c2))), v_set1(k->eps));
+        return v_div(v_div(*s0, v_set1(k->c1)), den);
+    }
+    case BNBO_FAM_ADEMAMIX: {
+        *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
+        *s1 = v_add(v_mul(*s1, v_set1(k->b3)), v_mul(v_set1(k->omb3), g));
+        *s2 = v_add(v_mul(*s2, v_set1(k->b2)), v_mul(v_mul(v_set1(k->omb2), g), g));
+        const vf num = v_add(v_div(*s0, v_set1(k->c1)), v_mul(v_set1(k->alpha), *s1));
+        return v_div(num, v_add(v_sqrt(v_div(*s2, v_set1(k->c2))), v_set1(k->eps)));
+    }
+    case BNBO_FAM_MOMENTUM:
+        *s0 = k->first_step ? g : v_add(v_mul(*s0, v_set1(k->b1)), g);
+        return *s0;
+    case BNBO_FAM_LION: {
+        const vf u = v_sign(v_add(v_mul(v_set1(k->b1), *s0), v_mul(v_set1(k->omb1), g)));
+        *s0 = v_add(v_mul(*s0, v_set1(k->b2)), v_mul(v_set1(k->omb2), g));
+        return u;
+    }
+    case BNBO_FAM_RMSPROP:
+        *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_mul(v_set1(k->omb1), g), g));
+        return v_div(g, v_add(v_sqrt(*s0), v_set1(k->eps)));
+    default: /* BNBO_FAM_ADAGRAD */
+        *s0 = v_add(*s0, v_mul(g, g));
+        return v_div(g, v_add(v_sqrt(*s0), v_set1(k->eps)));
+    }
+}
+
+/* New parameter values: decoupled decay, then p - lr_s * u (the reference's apply_update). */
+BNBO_INLINE vf KNAME(k_apply)(const bnbo_consts *k, vf p, vf u, float lr_s) {
+    if (k->decoupled_wd) p = v_mul(p, v_set1(k->decay));
+    return v_sub(p, v_mul(v_set1(lr_s), u));
+}
+
+/* cnt (<= VW) elements at i of a 32-bit-state parameter. */
+BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts *k, const bnbo_seg *sg, int64_t i,
+                                  int cnt, int mode, float lr_s, vf *au, vf *ap) {
+    const int ns = BNBO_FAM_NSTATES(fam);
+    vf p = v_load_dt(dt, sg->p, i, cnt);
+    const vf g = v_load_dt(dt, sg->g, i, cnt);
+    vf s0 = v_load_f32(sg->f[0] + i, cnt);
+    vf s1 = ns > 1 ? v_load_f32(sg->f[1] + i, cnt) : v_set1(0.0f);
+    vf s2 = ns > 2 ? v_load_f32(sg->f[2] + i, cnt) : v_set1(0.0f);
+    vf u = KNAME(k_direction)(fam, k, p, g, &s0, &s1, &s2);
+    if (mode == BNBO_MODE_NORM) {
+        u = v_keep(u, cnt);
+        *au = v_add(*au, v_mul(u, u));
+        *ap = v_add(*ap, v_mul(p, p));
+        return;
+    }
+    v_store_f32(sg->f[0] + i, s0, cnt);
+    if (ns > 1) v_store_f32(sg->f[1] + i, s1, cnt);
+    if (ns > 2) v_store_f32(sg->f[2] + i, s2, cnt);
+    p = KNAME(k_apply)(k, p, u, lr_s);
+    v_store_dt(dt, sg->p, i, p, cnt);
+}
+
+#define BNBO_NORM_FLUSH 1024 /* float lanes flushed to double every this many elements */
+
+BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
+                                  int64_t hi, int mode, float lr_s, double *acc) {
+    const bnbo_consts k = job->k;
+    for (int64_t b = lo; b < hi; b += BNBO_NORM_FLUSH) {
+        const int64_t e = hi - b < BNBO_NORM_FLUSH ? hi : b + BNBO_NORM_FLUSH;
+        vf au = v_set1(0.0f), ap = v_set1(0.0f);
+        int64_t i = b;
+        for (; i + VW <= e; i += VW) KNAME(k_elems32)(fam, dt, &k, sg, i, VW, mode, lr_s, &au, &ap);
+        if (i < e) KNAME(k_elems32)(fam, dt, &k, sg, i, (int)(e - i), mode, lr_s, &au, &ap);
+        if (mode == BNBO_MODE_NORM) {
+            acc[0] += v_hsum(au);
+            acc[1] += v_hsum(ap);
+        }
+    }
+}
+
+/* cnt (<= VW) elements at offset i of the block starting at b0 of an 8-bit-state parameter. */
+BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *job, const bnbo_consts *k,
+                                 const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, const float *am, int mode,
+                                 float lr_s, float *scratch, vf *au, vf *ap, vf *mx) {
+    const int ns = BNBO_FAM_NSTATES(fam);
+    const int64_t bs = job->blocksize;
+    vf s[3];
+    for (int j = 0; j < 3; j++)
+        s[j] = j < ns ? v_keep(v_mul(v_load_codes(sg->c[j] + b0 + i, cnt, job->tab[j]->code), v_set1(am[j])), cnt)
+                      : v_set1(0.0f);
+    vf p = v_load_dt(dt, sg->p, b0 + i, cnt);
+    const vf g = v_load_dt(dt, sg->g, b0 + i, cnt);
+    vf u = KNAME(k_direction)(fam, k, p, g, &s[0], &s[1], &s[2]);
+    if (mode == BNBO_MODE_NORM) {
+        u = v_keep(u, cnt);
+        *au = v_add(*au, v_mul(u, u));
+        *ap = v_add(*ap, v_mul(p, p));
+        return;
+    }
+    for (int j = 0; j < ns; j++) {
+        const vf sj = v_keep(s[j], cnt);
+        v_store_f32(scratch + j * bs + i, sj, cnt);
+        mx[j] = v_max(mx[j], v_abs(sj));
+    }
+    p = KNAME(k_apply)(k, p, u, lr_s);
+    v_store_dt(dt, sg->p, b0 + i, p, cnt);
+}
+
+/* Requantize len values of one state of one block: new absmax, codes = nearest of x * (1 / absmax). */
+BNBO_INLINE void KNAME(k_requant)(const bnbo_qtab *tab, const float *vals, int64_t len, float amax, uint8_t *codes) {
+    float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+    if (inv > FLT_MAX) inv = FLT_MAX;
+    const vq q = v_qprep(tab);
+    const vf vinv = v_set1(inv), one = v_set1(1.0f), mone = v_set1(-1.0f);
+    int64_t i = 0;
+    for (; i + VW <= len; i += VW)
+        v_store_quant(codes + i, v_max(v_min(v_mul(v_load_f32(vals + i, VW), vinv), one), mone), VW, &q);
+    if (i < len) {
+        const int cnt = (int)(len - i);
+        v_store_quant(codes + i, v_max(v_min(v_mul(v_load_f32(vals + i, cnt), vinv), one), mone), cnt, &q);
+    }
+}
+
+BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
+                                 int64_t hi, int mode, float lr_s, double *acc, float *scratch) {
+    const int ns = BNBO_FAM_NSTATES(fam);
+    const int64_t bs = job->blocksize;
+    const bnbo_consts k = job->k;
+    for (int64_t b0 = lo; b0 < hi; b0 += bs) {
+        const int64_t len = hi - b0 < bs ? hi - b0 : bs;
+        const int64_t blk = b0 / bs;
+        float am[3] = {0.0f, 0.0f, 0.0f};
+        for (int j = 0; j < ns; j++) am[j] = sg->am[j][blk];
+        vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
+        vf au = v_set1(0.0f), ap = v_set1(0.0f);
+        int64_t i = 0;
+        for (; i + VW <= len; i += VW)
+            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, am, mode, lr_s, scratch, &au, &ap, mx);
+        if (i < len)
+            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), am, mode, lr_s, scratch, &au, &ap, mx);
+        if (mode == BNBO_MODE_NORM) {
+            acc[0] += v_hsum(au);
+            acc[1] += v_hsum(ap);
+            continue;
+        }
+        for (int j = 0; j < ns; j++) {
+            const float amax = v_hmax(mx[j]);
+            sg->am[j][blk] = amax;
+            KNAME(k_requant)(job->tab[j], scratch + j * bs, len, amax, sg->c[j] + b0);
+        }
+    }
+}
+
+static int KNAME(family)(int opt) {
+    switch (opt) {
+    case BNBO_ADAM:
+    case BNBO_ADAMW:
+    case BNBO_LAMB: return BNBO_FAM_ADAM;
+    case BNBO_MOMENTUM:
+    case BNBO_LARS: return BNBO_FAM_MOMENTUM;
+    case BNBO_LION: return BNBO_FAM_LION;
+    case BNBO_RMSPROP: return BNBO_FAM_RMSPROP;
+    case BNBO_ADAGRAD: return BNBO_FAM_ADAGRAD;
+    default: return BNBO_FAM_ADEMAMIX;
+    }
+}
+
+#define BNBO_RUN(FAM, DT)                                                                                   \
+    do {                                                                                                    \
+        if (job->eight_bit)                                                                                 \
+            KNAME(k_chunk8)(FAM, DT, job, seg, lo, hi, mode, lr_s, acc, scratch);                           \
+        else                                                                                                \
+            KNAME(k_chunk32)(FAM, DT, job, seg, lo, hi, mode, lr_s, acc);                                   \
+    } while (0)
+
+#define BNBO_RUN_DT(FAM)                                                                                    \
+    do {                                                                                                    \
+        switch (job->dtype) {                                                                               \
+        case BNBO_F16: BNBO_RUN(FAM, BNBO_F16); break;                                                      \
+        case BNBO_BF16: BNBO_RUN(FAM, BNBO_BF16); break;                                                    \
+        default: BNBO_RUN(FAM, BNBO_F32); break;                                                            \
+        }                                                                                                   \
+    } while (0)
+
+void KNAME(bnbo_chunk)(const bnbo_job *job, const bnbo_seg *seg, int64_t lo, int64_t hi, int mode, float lr_s,
+                       double *acc, float *scratch) {
+    switch (KNAME(family)(job->opt)) {
+    case BNBO_FAM_ADAM: BNBO_RUN_DT(BNBO_FAM_ADAM); break;
+    case BNBO_FAM_MOMENTUM: BNBO_RUN_DT(BNBO_FAM_MOMENTUM); break;
+    case BNBO_FAM_LION: BNBO_RUN_DT(BNBO_FAM_LION); break;
+    case BNBO_FAM_RMSPROP: BNBO_RUN_DT(BNBO_FAM_RMSPROP); break;
+    case BNBO_FAM_ADAGRAD: BNBO_RUN_DT(BNBO_FAM_ADAGRAD); break;
+    default: BNBO_RUN_DT(BNBO_FAM_ADEMAMIX); break;
+    }
+}
+
+void KNAME(bnbo_search)(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n) {
+    const vq q = v_qprep(tab);
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW) v_store_quant(codes + i, v_load_f32(x + i, VW), VW, &q);
+    if (i < n) v_store_quant(codes + i, v_load_f32(x + i, (int)(n - i)), (int)(n - i), &q);
+}
+
+#undef BNBO_RUN
+#undef BNBO_RUN_DT
