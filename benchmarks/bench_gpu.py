@@ -1,0 +1,172 @@
+"""GPU benchmarks of the cuda backend: ``python benchmarks/bench_gpu.py [--quick] [--json PATH]``.
+
+* gemv_4bit, batch 1, NF4 weight 11008 x 4096 (blocksize 64, plain and nested absmax), fp16 and bf16
+  activations, cold L2 (flushed before every run): GB/s of the bytes it must read, as a share of the
+  device bandwidth measured in the same run (a device-to-device copy, read + write counted), and the
+  speed-up over torch's dense ``F.linear`` on the fp16/bf16 weight (also cold).
+* 8-bit AdamW step (blockwise states, blocksize 256) on 64M float32 parameters: GB/s of the bytes it
+  must move (p read + write, g read, two uint8 states read + write: 16 B per parameter) and the speed-up
+  over ``torch.optim.AdamW(fused=True)`` (32-bit states, 28 B per parameter).
+
+Targets (issue 6): gemv_4bit >= 60% and the 8-bit AdamW step >= 50% of the measured bandwidth.
+Times come from CUDA events around the op only; best of the runs. Exits 0 with a notice when torch
+sees no CUDA device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from common import Row, print_table, write_json  # noqa: E402
+
+N, K = 11008, 4096
+OPT_PARAMS = 64 << 20
+GEMV_TARGET, ADAM_TARGET = 0.60, 0.50
+
+
+DEVICE = "cuda"
+
+
+def cuda_time(fn, repeat: int, flush: torch.Tensor | None = None) -> float:
+    """Best seconds of ``fn`` over ``repeat`` runs (CUDA events; L2 flushed before each if ``flush``)."""
+    fn()
+    if DEVICE != "cuda":  # --smoke on cpu: wall clock
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        return best
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(repeat):
+        if flush is not None:
+            flush.fill_(1.0)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3)
+    return best
+
+
+def copy_bandwidth(repeat: int) -> float:
+    """Device memory bandwidth in GB/s: a 1 GiB device-to-device copy, read + write bytes counted."""
+    src = torch.empty(1 << (28 if DEVICE == "cuda" else 24), dtype=torch.float32, device=DEVICE).fill_(1.0)
+    dst = torch.empty_like(src)
+    t = cuda_time(lambda: dst.copy_(src), repeat)
+    return 2 * src.numel() * 4 / t / 1e9
+
+
+def selected(op: str, call: dict) -> str:
+    """The backend that serves ``op(**call)`` on cuda (to flag a silent fallback in the table)."""
+    from bnb_api.core import registry
+
+    return registry.select(op, DEVICE, call).backend
+
+
+def bench_gemv(bw: float, repeat: int, flush: torch.Tensor) -> list[Row]:
+    from bnb_api.core import codes
+
+    rows = []
+    torch.manual_seed(0)
+    W = torch.randn(N, K, device=DEVICE, dtype=torch.float16)
+    for dtype in (torch.float16, torch.bfloat16):
+        Wd = W.to(dtype)
+        A = torch.randn(1, K, device=DEVICE, dtype=dtype)
+        dense = cuda_time(lambda: F.linear(A, Wd), repeat, flush)  # noqa: B023
+        for nested in (False, True):
+            packed, absmax = torch.ops.bnb_api.quantize_4bit(Wd, 64, "nf4", torch.uint8)
+            code = codes.code_4bit("nf4", DEVICE)
+            extra: tuple = ()
+            if nested:
+                offset = absmax.mean()
+                q, nabs = torch.ops.bnb_api.quantize_blockwise(absmax - offset, codes.dynamic_map(device=DEVICE), 256)
+                absmax, extra = q, (nabs, codes.dynamic_map(device=DEVICE), offset.reshape(1), 256)
+            args = (A, packed, [N, K], absmax, code, 64, *extra)
+            t = cuda_time(lambda: torch.ops.bnb_api.gemv_4bit(*args), repeat, flush)  # noqa: B023
+            nbytes = packed.numel() + absmax.numel() * absmax.element_size() + A.numel() * A.element_size() + N * 2
+            gbps = nbytes / t / 1e9
+            impl = selected("gemv_4bit", dict(A=A, B=packed.view(-1), shapeB=[N, K], absmax=absmax, code=code,
+                                              blocksize=64))  # fmt: skip
+            rows.append(Row("gemv_4bit", f"1x{K}·{N}x{K} nf4{' nested' if nested else ''} {str(dtype)[6:]}", impl, t,
+                            gbps, 100 * gbps / bw, {"dense F.linear": dense / t},
+                            "target >= 60% BW: " + ("met" if gbps >= GEMV_TARGET * bw else "NOT met")))  # fmt: skip
+        rows.append(Row("F.linear (dense)", f"1x{K}·{N}x{K} {str(dtype)[6:]}", "torch", dense,
+                        N * K * 2 / dense / 1e9, 100 * N * K * 2 / dense / 1e9 / bw))  # fmt: skip
+    return rows
+
+
+def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
+    from bnb_api.core import codes
+
+    torch.manual_seed(0)
+    p = torch.randn(n, device=DEVICE) * 0.02
+    g = torch.randn(n, device=DEVICE) * 1e-3
+    nb = -(-n // 256)
+    s1 = torch.full((n,), 127, dtype=torch.uint8, device=DEVICE)
+    s2 = torch.zeros(n, dtype=torch.uint8, device=DEVICE)
+    a1 = torch.zeros(nb, device=DEVICE)
+    a2 = torch.zeros(nb, device=DEVICE)
+    q1, q2 = codes.dynamic_map(True, DEVICE), codes.dynamic_map(False, DEVICE)
+    step = [0]
+
+    def ours():
+        step[0] += 1
+        torch.ops.bnb_api.optimizer_step("adamw", p, g, s1, s2, a1, a2, q1, q2, 1e-4, 0.9, 0.999, 0.0, 0.0, 1e-8,
+                                         0.01, step[0], 1.0, 0.0, 256)  # fmt: skip
+
+    t = cuda_time(ours, repeat)
+    pt = torch.nn.Parameter(torch.randn(n, device=DEVICE) * 0.02)
+    pt.grad = torch.randn(n, device=DEVICE) * 1e-3
+    opt = torch.optim.AdamW([pt], lr=1e-4, fused=True)
+    t_torch = cuda_time(opt.step, repeat)
+    gbps, gbps_torch = 16 * n / t / 1e9, 28 * n / t_torch / 1e9
+    impl = selected("optimizer_step", {})
+    return [
+        Row("optimizer_step adamw 8-bit", f"{n >> 20}M fp32 params", impl, t, gbps, 100 * gbps / bw,
+            {"torch AdamW fused": t_torch / t},
+            "target >= 50% BW: " + ("met" if gbps >= ADAM_TARGET * bw else "NOT met")),
+        Row("torch.optim.AdamW(fused) 32-bit", f"{n >> 20}M fp32 params", "torch", t_torch, gbps_torch,
+            100 * gbps_torch / bw),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--json", help="write the rows as JSON to this file")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the cpu: checks the script only")
+    args = parser.parse_args(argv)
+    global DEVICE, N, K, OPT_PARAMS
+    if args.smoke:
+        DEVICE, N, K, OPT_PARAMS = "cpu", 256, 512, 1 << 20
+    elif not torch.cuda.is_available():
+        print("bench_gpu: torch sees no CUDA device; nothing to measure")
+        return 0
+    import bnb_api  # noqa: F401  (registers the backends)
+
+    repeat = 5 if args.quick else 20
+    flush = torch.empty(512 << 20 >> 2, dtype=torch.float32, device=DEVICE) if DEVICE == "cuda" else None  # > L2
+    bw = copy_bandwidth(repeat)
+    device = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke run)"
+    print(f"device: {device}; measured copy bandwidth {bw:.0f} GB/s")
+    rows = bench_gemv(bw, repeat, flush) + bench_adamw(bw, repeat, OPT_PARAMS)
+    print_table(f"cuda backend on {device} (copy bandwidth {bw:.0f} GB/s)", rows)
+    if args.json:
+        write_json(args.json, "bench_gpu", rows, {"device": device, "copy_bandwidth_gbps": bw})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
