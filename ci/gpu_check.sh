@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The whole GPU check, for a session that HAS a CUDA GPU (e.g. the device tool; ~8 minutes):
+#   1. builds libbnb_api_cuda.so for this GPU's architecture (+ compute_90 PTX),
+#   2. runs the conformance suite on cuda (quick),
+#   3. runs benchmarks/bench_gpu.py (gemv_4bit NF4 11008x4096 batch 1, 8-bit AdamW vs bandwidth),
+#   4. prints a short summary table.
+# Needs a CUDA build of torch in $PYTHON (default: python). Results go to $OUT (default: a temp dir).
+# Exit status: 0 only if the build, the conformance run and the benchmark all succeed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python}"
+OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
+cd "$ROOT"
+log() { echo "[gpu_check $(date +%H:%M:%S)] $*"; }
+
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.version.cuda else 1)'; then
+    log "FAILED: $PYTHON has no CUDA torch or sees no GPU ($("$PYTHON" -c 'import torch; print(torch.__version__)' 2>&1))"
+    exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+ARCH="$("$PYTHON" -c 'import torch; a, b = torch.cuda.get_device_capability(); print(f"sm_{a}{b}")')"
+
+# 1. build (only this GPU's architecture: fast) into $OUT, used through BNB_API_CUDA_LIB
+log "building libbnb_api_cuda.so for $ARCH"
+t0=$SECONDS
+if ! "$PYTHON" backends/cuda/build.py --out "$OUT/lib" --arch "$ARCH" > "$OUT/build.log" 2>&1; then
+    cat "$OUT/build.log"; log "FAILED: build"; exit 1
+fi
+BUILD_S=$((SECONDS - t0))
+export BNB_API_CUDA_LIB="$OUT/lib/libbnb_api_cuda.so"
+if ! "$PYTHON" -c 'import bnb_api' 2>/dev/null; then
+    log "bnb_api not installed in $PYTHON: installing the checkout (editable, no deps, no CUDA build)"
+    BNB_API_BUILD_CUDA=0 "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" || { log "FAILED: install"; exit 1; }
+fi
+"$PYTHON" - <<'PY' || { log "FAILED: the cuda backend is not active"; exit 1; }
+from bnb_api.core import registry
+ok, reason = registry.backends()["cuda"].available()
+print("cuda backend:", "active" if ok else f"INACTIVE: {reason}")
+raise SystemExit(0 if ok else 1)
+PY
+
+# 2. conformance on cuda
+log "conformance (quick) on cuda"
+timeout 300 "$PYTHON" -m bnb_api.conformance --backend cuda --device cuda --quick --report "$OUT/conformance" \
+    > "$OUT/conformance.log" 2>&1
+CONF_RC=$?
+tail -n 25 "$OUT/conformance.log"
+
+# 3. benchmarks
+log "benchmarks"
+timeout 240 "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log"
+BENCH_RC=${PIPESTATUS[0]}
+
+# 4. summary
+"$PYTHON" - "$OUT" "$BUILD_S" "$CONF_RC" "$BENCH_RC" <<'PY'
+import json, os, sys
+out, build_s, conf_rc, bench_rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+gpu = open(os.path.join(out, "gpu.txt")).read().strip() if os.path.exists(os.path.join(out, "gpu.txt")) else "?"
+print(f"\n## GPU check summary ({gpu})\n")
+print("| step | result |\n|---|---|")
+print(f"| build ({build_s} s) | ok |")
+print(f"| conformance --quick | {'passed' if conf_rc == 0 else f'FAILED (rc {conf_rc})'} |")
+path = os.path.join(out, "bench_gpu.json")
+if bench_rc == 0 and os.path.exists(path):
+    data = json.load(open(path))
+    print(f"| copy bandwidth | {data.get('copy_bandwidth_gbps', 0):.0f} GB/s |")
+    for r in data["rows"]:
+        pct = "" if r["pct_bw"] is None else f", {r['pct_bw']:.0f}% BW"
+        print(f"| {r['op']} {r['shape']} [{r['impl']}] | {r['seconds'] * 1e3:.3f} ms, {r['gbps'] or 0:.0f} GB/s{pct} {r['note']} |")
+else:
+    print(f"| benchmarks | FAILED (rc {bench_rc}) |")
+print(f"\nfiles: {out}")
+PY
+[[ $CONF_RC == 0 && $BENCH_RC == 0 ]]
