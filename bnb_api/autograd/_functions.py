@@ -95,11 +95,19 @@ def _dequant_int8_weight(CB: Tensor, SCB: Tensor, dtype: torch.dtype) -> Tensor:
     return (CB.float() * (SCB.float().unsqueeze(1) * (1.0 / 127.0))).to(dtype)
 
 
+def _weight_key(B: Tensor) -> tuple[int, int]:
+    """Identity and version counter of a float weight: changes with every in-place update."""
+    return (B.data_ptr(), B._version)
+
+
 def _quantize_float_weight(B: Tensor, state: MatmulLtState) -> None:
     if B.dim() != 2:
         raise BnbValueError(f"matmul: B.shape={tuple(B.shape)} must be 2-D (out_features, in_features)")
     state.reset_grads()
+    if not B.is_floating_point():
+        raise BnbValueError(f"matmul: B has dtype {B.dtype} but state.CB is None; pass a float weight or set state.CB")
     state.CB, state.SCB, _ = F.int8_vectorwise_quant(B.detach().contiguous())
+    state._weight_key = _weight_key(B)
 
 
 class MatMul8bitLt(torch.autograd.Function):
@@ -111,10 +119,10 @@ class MatMul8bitLt(torch.autograd.Function):
         state = state or MatmulLtState()
         ctx.state = state
         ctx.dtype_bias = None if bias is None else bias.dtype
-        if state.has_fp16_weights or state.CB is None:
-            has_grad = getattr(B, "grad", None) is not None
-            if (state.is_training and not has_grad) or state.CB is None or state.SCB is None:
-                _quantize_float_weight(B, state)
+        if state.CB is None or state.SCB is None:
+            _quantize_float_weight(B, state)
+        elif state.has_fp16_weights and getattr(state, "_weight_key", None) != _weight_key(B):
+            _quantize_float_weight(B, state)  # the float weight changed (optimizer step): requantize
         N = state.CB.shape[0]
         ctx.is_empty = A.numel() == 0
         if ctx.is_empty:

@@ -1,0 +1,225 @@
+"""bnb_api.functional as a user sees it (bitsandbytes 0.50 names) and the autograd matmuls."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+import bnb_api as bnb
+import bnb_api.functional as F
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def dequant_f64(packed, qs):
+    """float64 dequantization written independently: codes from nibbles, times the code book and absmax."""
+    b = packed.view(torch.uint8).reshape(-1).long()
+    idx = torch.stack([b >> 4, b & 15], 1).reshape(-1)[: qs.shape.numel()]
+    code = torch.tensor(F.get_4bit_type(qs.quant_type).tolist(), dtype=torch.float64)
+    if qs.nested:
+        nested = qs.state2
+        a_codes = qs.absmax.long()
+        dyn = nested.code.double()
+        nabs = nested.absmax.double().repeat_interleave(nested.blocksize)[: a_codes.numel()]
+        absmax = dyn[a_codes] * nabs + float(qs.offset)
+    else:
+        absmax = qs.absmax.double()
+    return (code[idx] * absmax.repeat_interleave(qs.blocksize)[: idx.numel()]).reshape(qs.shape)
+
+
+def test_functional_names_exist():
+    for name in ("dequantize_nf4", "dequantize_fp4", "quantize_nf4", "quantize_fp4", "int8_vectorwise_dequant",
+                 "int8_double_quant", "create_normal_map", "create_linear_map", "create_fp8_map", "percentile_clipping",
+                 "optimizer_update_32bit", "optimizer_update_8bit_blockwise"):  # fmt: skip
+        assert callable(getattr(F, name)), name
+
+
+@pytest.mark.parametrize("name", ["quantize_4bit", "dequantize_4bit", "quantize_blockwise", "int8_double_quant",
+                                  "optimizer_update_8bit_blockwise", "optimizer_update_32bit"])  # fmt: skip
+def test_signatures_match_bitsandbytes(name):
+    bnb_F = pytest.importorskip("bitsandbytes.functional")
+    ours = inspect.signature(getattr(F, name)).parameters
+    theirs = inspect.signature(getattr(bnb_F, name)).parameters
+    assert list(ours) == list(theirs)
+    for k in theirs:
+        assert ours[k].default == theirs[k].default, k
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("compress", [False, True])
+def test_nf4_fp4_shortcuts_against_float64(quant_type, compress):
+    A = rand(37, 41, seed=3)  # odd size: partial block and a padded nibble
+    q = F.quantize_nf4 if quant_type == "nf4" else F.quantize_fp4
+    dq = F.dequantize_nf4 if quant_type == "nf4" else F.dequantize_fp4
+    packed, qs = q(A, blocksize=64, compress_statistics=compress)
+    assert qs.quant_type == quant_type and qs.nested == compress
+    out = dq(packed, qs)
+    torch.testing.assert_close(out.double(), dequant_f64(packed, qs), rtol=1e-6, atol=1e-6)
+    assert (out - A).abs().mean() < (0.08 if quant_type == "nf4" else 0.1)
+
+
+def test_quant_state_dict_roundtrip_and_to():
+    packed, qs = F.quantize_4bit(rand(64, 33, seed=1), blocksize=64, compress_statistics=True, quant_type="nf4")
+    d = qs.as_dict(packed=True)
+    assert set(d) == {"absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state.bitsandbytes__nf4"}
+    back = F.QuantState.from_dict(d, device="cpu")
+    assert back == qs
+    torch.testing.assert_close(F.dequantize_4bit(packed, back), F.dequantize_4bit(packed, qs), rtol=0, atol=0)
+    back.to("cpu")
+    assert back.absmax.device.type == "cpu" and back.state2.absmax.device.type == "cpu"
+    with pytest.raises(ValueError, match="quant_state"):
+        F.QuantState.from_dict({"absmax": qs.absmax}, device="cpu")
+
+
+def test_quant_state_code_is_not_shared():
+    _, a = F.quantize_4bit(rand(64, seed=1), quant_type="nf4")
+    _, b = F.quantize_4bit(rand(64, seed=2), quant_type="nf4")
+    assert a.code.data_ptr() != b.code.data_ptr()  # safetensors refuses shared tensors in a state dict
+
+
+def test_int8_vectorwise_dequant_and_double_quant_against_float64():
+    A = rand(13, 29, seed=5) * 3
+    codes, stats, _ = F.int8_vectorwise_quant(A)
+    deq = F.int8_vectorwise_dequant(codes, stats)
+    torch.testing.assert_close(deq.double(), codes.double() * stats.double()[:, None] / 127, rtol=1e-6, atol=1e-6)
+    row, col, rs, cs, cols = F.int8_double_quant(A)
+    assert cols is None
+    torch.testing.assert_close(cs.double(), A.abs().amax(0).double())
+    torch.testing.assert_close(col.double(), torch.round(A.double() * 127 / cs.double()), rtol=0, atol=1)
+
+
+def test_percentile_clipping():
+    gnorm_vec = torch.zeros(100)
+    for step in range(1, 30):
+        g = rand(50, seed=step) * (10.0 if step == 29 else 1.0)
+        current, clip, scale = F.percentile_clipping(g, gnorm_vec, step, percentile=5)
+    hist = torch.sort(gnorm_vec).values
+    assert float(current) == pytest.approx(float(g.norm()), rel=1e-5)
+    assert float(clip) == pytest.approx(float(hist[5].sqrt()), rel=1e-6)
+    assert float(scale) == pytest.approx(min(1.0, float(clip / current)), rel=1e-6)
+    with pytest.raises(ValueError, match="gnorm_vec"):
+        F.percentile_clipping(g, torch.zeros(10), 1)
+    with pytest.raises(ValueError, match="percentile"):
+        F.percentile_clipping(g, gnorm_vec, 1, percentile=100)
+
+
+def test_optimizer_update_wrappers_match_op():
+    p = rand(300, seed=1)
+    g = rand(300, seed=2)
+    s1, s2 = torch.zeros(300), torch.zeros(300)
+    F.optimizer_update_32bit("adam", g, p, s1, 0.9, 1e-8, 1, 1e-2, s2, 0.999)
+    p_ref = rand(300, seed=1)
+    r1, r2 = torch.zeros(300), torch.zeros(300)
+    torch.ops.bnb_api.optimizer_step("adam", p_ref, g, r1, r2, None, None, None, None, 1e-2, 0.9, 0.999, 0.0, 0.0,
+                                     1e-8, 0.0, 1, 1.0, 0.0, 256)  # fmt: skip
+    torch.testing.assert_close(p, p_ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="skip_zeros"):
+        F.optimizer_update_32bit("adam", g, p, s1, 0.9, 1e-8, 1, 1e-2, s2, 0.999, skip_zeros=True)
+    with pytest.raises(ValueError, match="optimizer_name"):
+        F.optimizer_update_32bit("adamax", g, p, s1, 0.9, 1e-8, 1, 1e-2, s2, 0.999)
+
+
+# ---------------------------------------------------------------------------------------------------
+# matmul_4bit
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [1, 7])
+def test_matmul_4bit_nf4_error_bound(dtype, rows):
+    # bitsandbytes' bound: mean |matmul_4bit - F.linear| < 0.115 for NF4 (K=N=~256, randn inputs)
+    A = rand(rows, 257, seed=rows, dtype=dtype)
+    W = rand(129, 257, seed=9, dtype=dtype)
+    packed, qs = F.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    out = bnb.matmul_4bit(A, packed.t(), qs)
+    ref = torch.nn.functional.linear(A.float(), W.float())
+    assert out.dtype == dtype and out.shape == (rows, 129)
+    assert (out.float() - ref).abs().mean() / ref.abs().mean() < 0.12
+    err = (out.float() - ref).abs().mean() / (257**0.5)
+    assert err < 0.115
+    # exactly the dequantized weight, computed in float64
+    exact = A.double() @ dequant_f64(packed, qs).T
+    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 0.15}[dtype]
+    assert (out.double() - exact).abs().max() < tol * max(1.0, float(exact.abs().max()) / 10)
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_matmul_4bit_gradients(quant_type):
+    A = rand(3, 5, 64, seed=1).requires_grad_()
+    bias = rand(48, seed=2).requires_grad_()
+    W = rand(48, 64, seed=3)
+    packed, qs = F.quantize_4bit(W, quant_type=quant_type)
+    out = bnb.matmul_4bit(A, packed, qs, bias=bias)
+    Wd = F.dequantize_4bit(packed, qs)
+    A2 = A.detach().clone().requires_grad_()
+    b2 = bias.detach().clone().requires_grad_()
+    ref = torch.nn.functional.linear(A2, Wd, b2)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g = rand(3, 5, 48, seed=4)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(A.grad, A2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bias.grad, b2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_4bit_bad_inputs():
+    packed, qs = F.quantize_4bit(rand(16, 32), quant_type="nf4")
+    with pytest.raises(ValueError, match="quant_state"):
+        bnb.matmul_4bit(rand(2, 32), packed, None)
+    with pytest.raises(ValueError, match="A.shape"):
+        bnb.matmul_4bit(rand(2, 31), packed, qs)
+
+
+def test_matmul_4bit_empty_and_out():
+    packed, qs = F.quantize_4bit(rand(16, 32), quant_type="nf4")
+    assert bnb.matmul_4bit(torch.empty(0, 32), packed, qs).shape == (0, 16)
+    out = torch.empty(4, 16)
+    res = bnb.matmul_4bit(rand(4, 32), packed, qs, out=out)
+    assert res.data_ptr() == out.data_ptr()
+
+
+# ---------------------------------------------------------------------------------------------------
+# LLM.int8() matmul
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [0.0, 3.0])
+def test_matmul_int8_forward_and_grads(threshold):
+    A = rand(2, 6, 96, seed=1).requires_grad_()
+    B = torch.nn.Parameter(rand(40, 96, seed=2) * 0.1)
+    bias = rand(40, seed=3).requires_grad_()
+    state = bnb.MatmulLtState()
+    state.has_fp16_weights = True
+    out = bnb.matmul(A, B, state=state, threshold=threshold, bias=bias)
+    ref = torch.nn.functional.linear(A.detach(), B.detach(), bias.detach())
+    assert (out - ref).abs().mean() < 0.02 * ref.abs().mean()
+    g = rand(2, 6, 40, seed=4)
+    out.backward(g)
+    W = state.CB.float() * state.SCB[:, None] / 127
+    torch.testing.assert_close(A.grad, g @ W, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(B.grad, g.reshape(-1, 40).T @ A.detach().reshape(-1, 96), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bias.grad, g.reshape(-1, 40).sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_matmul_int8_outlier_columns_exact():
+    A = rand(8, 64, seed=1)
+    A[:, [3, 17]] *= 40  # planted outliers
+    W = rand(24, 64, seed=2)
+    state = bnb.MatmulLtState()
+    out = bnb.matmul(A, W, state=state, threshold=6.0)
+    # float64 reference of the decomposition: outlier columns in float, the rest int8 row/row
+    CB, SCB = state.CB.double(), state.SCB.double()
+    Wd = CB * SCB[:, None] / 127
+    mask = (A.abs() >= 6.0).any(0)
+    s = A.double().masked_fill(A.abs() >= 6.0, 0).abs().amax(1)  # entries over the threshold leave the absmax
+    Ain = A.double().clone()
+    Ain[:, mask] = 0
+    CA = torch.round(Ain * 127 / s[:, None])
+    ref = (CA @ CB.T) * (s[:, None] * SCB[None, :]) / 127**2 + A.double()[:, mask] @ Wd[:, mask].T
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-3)
