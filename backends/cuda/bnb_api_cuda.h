@@ -45,6 +45,8 @@ typedef struct bnb_optim_params {
 
 int bnb_cuda_abi_version(void);
 const char* bnb_cuda_error_string(int error);
+/* 0 when this library's runtime can use a device here (driver recent enough, device visible) */
+int bnb_cuda_device_check(void);
 
 /* 8-bit blockwise: out uint8 (n,), absmax float32 (ceil(n / blocksize),); code float32 (256,) sorted */
 int bnb_cuda_quantize_blockwise(const void* A, int a_dtype, const float* code, unsigned char* out,

@@ -75,6 +75,11 @@ class NativeLibrary:
         built, expected = lib.bnb_cuda_abi_version(), lib.BNB_CUDA_ABI_VERSION
         if built != expected:
             return f"{path} has ABI version {built}, but this bnb_api needs {expected}; rebuild it ({self.build_hint})"
+        rc = lib.bnb_cuda_device_check()
+        if rc:
+            text = ffi.string(lib.bnb_cuda_error_string(rc)).decode(errors="replace")
+            return (f"{path} cannot use a device: {self.platform} error {rc}: {text} (the driver must support the "
+                    f"toolkit version that built the library)")
         self._loaded = (ffi, lib)
         return None
 

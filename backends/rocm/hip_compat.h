@@ -16,3 +16,5 @@
 #define cudaGetLastError hipGetLastError
 #define cudaGetErrorString hipGetErrorString
 #define cudaMemsetAsync hipMemsetAsync
+#define cudaGetDeviceCount hipGetDeviceCount
+#define cudaErrorNoDevice hipErrorNoDevice
