@@ -73,6 +73,7 @@ __global__ void gemv_4bit_vec_kernel(const void* A, int dtype, const uint8_t* B,
     for (int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * kRowsPerWarp; row0 < N;
          row0 += (int64_t)gridDim.x * kWarps * kRowsPerWarp) {
         float acc[kRowsPerWarp] = {};
+#pragma unroll 2
         for (int64_t c = lane; c < chunks; c += BNB_WARP) {
             float a[32];
             load_a32(A, dtype, c * 32, a);

@@ -129,6 +129,7 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
         float* s2 = (float*)row.s2;
         const float lr = h.norm_pass ? 0.0f : step_size(h, norms, t);
         float su = 0.0f, sp = 0.0f;
+#pragma unroll 4
         for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
             const float p = load_f(row.p, row.p_dtype, i);
             const float g = load_f(row.g, row.g_dtype, i) * h.gnorm_scale;
@@ -191,6 +192,7 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
 
         float new_max[3] = {0.0f, 0.0f, 0.0f};
         float su = 0.0f, sp = 0.0f;
+#pragma unroll 4
         for (int i = lane; i < len; i += BNB_WARP) {  // sweep 1
             const float p = load_f(row.p, row.p_dtype, base + i);
             const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
@@ -210,6 +212,7 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
             new_max[k] = warp_max(new_max[k]);
             inv[k] = inv_absmax(new_max[k]);
         }
+#pragma unroll 4
         for (int i = lane; i < len; i += BNB_WARP) {  // sweep 2
             const float p = load_f(row.p, row.p_dtype, base + i);
             const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
