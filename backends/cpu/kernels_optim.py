@@ -169,7 +169,7 @@ def _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2,
         _fail(op, f"params[0].dtype={dtype}; expected one of {tuple(_DTYPE_IDS)}", type_error=True)
     state_dtype = torch.uint8 if eight_bit else torch.float32
     if eight_bit:
-        if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 64 or blocksize & (blocksize - 1):
+        if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 64 or blocksize & blocksize - 1:
             _fail(op, f"blocksize={blocksize!r} is not supported; expected a power of two >= 64")
         for name, q, needed in (("qmap1", qmap1, True), ("qmap2", qmap2, two)):
             if needed:
@@ -210,9 +210,8 @@ def _step(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1,
     h.optimizer = OPTIMIZERS.index(optimizer)
     h.step = step
     h.lr, h.beta1, h.beta2, h.beta3, h.alpha = float(lr), float(beta1), float(beta2), float(beta3), float(alpha)
-    h.eps, h.weight_decay, h.gnorm_scale, h.max_unorm = float(eps), float(weight_decay), float(gnorm_scale), float(
-        max_unorm
-    )
+    h.eps, h.weight_decay, h.gnorm_scale = float(eps), float(weight_decay), float(gnorm_scale)
+    h.max_unorm = float(max_unorm)
     arr = ffi.new("bnbo_tensor[]", len(params))
     for i, p in enumerate(params):
         t = arr[i]
