@@ -12,6 +12,9 @@
 
 #include "quant_internal.h"
 
+#define GEMV_CHUNK_ROWS 64 /* rows per scheduling unit (a multiple of GEMV_MAX_ROWS) */
+#define GEMV_PREFETCH 8192 /* bytes ahead in each weight row stream */
+
 typedef struct {
     const float *absmax;        /* float32 absmax per block, or NULL when nested */
     const uint8_t *absmax_q;    /* nested: uint8 codes per block */
@@ -63,6 +66,8 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
     for (int64_t j = 0; j < nbr; j++) {
         __m512 b0[GEMV_MAX_ROWS], b1[GEMV_MAX_ROWS];
         for (int rr = 0; rr < R; rr++) b0[rr] = b1[rr] = _mm512_setzero_ps();
+        if (((j * hb) & 63) == 0)
+            for (int rr = 0; rr < R; rr++) _mm_prefetch((const char *)(w[rr] + j * hb + GEMV_PREFETCH), _MM_HINT_T0);
         for (int64_t off = j * hb; off < (j + 1) * hb; off += 16) {
             const __m512 ae = _mm512_loadu_ps(Ae + off), ao = _mm512_loadu_ps(Ao + off);
             for (int rr = 0; rr < R; rr++) {
@@ -162,16 +167,12 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     }
     int team = bnbq_team(nthreads, n);
     if (team > N) team = (int)N;
-#pragma omp parallel num_threads(team) if (team > 1)
-    {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        /* contiguous row ranges, multiples of 4 rows, so each thread streams its own part of B */
-        const int64_t quads = (N + 3) / 4;
-        const int64_t r_begin = bnbq_min64(N, (quads * t / nt) * 4), r_end = bnbq_min64(N, (quads * (t + 1) / nt) * 4);
+    /* chunks of GEMV_CHUNK_ROWS rows handed out dynamically: a thread that loses its core to another
+     * process does not hold back half of the rows */
+    const int64_t chunks = (N + GEMV_CHUNK_ROWS - 1) / GEMV_CHUNK_ROWS;
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(dynamic, 1)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t r_begin = c * GEMV_CHUNK_ROWS, r_end = bnbq_min64(N, r_begin + GEMV_CHUNK_ROWS);
 #if BNBQ_X86
         if (fast && isa == BNBQ_ISA_AVX512)
             gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);

@@ -1,0 +1,241 @@
+"""Benchmark the native cpu quant kernels: ``python benchmarks/bench_cpu_quant.py [--quick] [--json out.json]``.
+
+For each op and shape of issue 3: best time, GB/s, % of the DRAM read bandwidth measured in this run, and
+speed-up ratios against baselines measured in the same run: the reference backend, dense PyTorch for the
+matmuls (bf16 ``F.linear`` for gemv, ``torch._int_mm`` for int8) and bitsandbytes 0.50.2 when importable.
+Batch-1 gemv rows come cold (caches flushed: the weight is read from DRAM) and warm. The target checks of
+issue 3 are printed at the end and stored in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import Row, bench, bnb_available, dram_read_bandwidth, print_table, write_json  # noqa: E402
+from bnb_api.backends.cpu import kernels_quant as kq  # noqa: E402
+from bnb_api.core import codes  # noqa: E402
+from bnb_api.core.reference import blockwise as ref_bw  # noqa: E402
+from bnb_api.core.reference import fourbit as ref_4b  # noqa: E402
+from bnb_api.core.reference import int8 as ref_i8  # noqa: E402
+
+MB = 1e6
+
+
+class Bench:
+    """Times implementations of one op/shape and turns them into rows with ratios."""
+
+    def __init__(self, bw: float, quick: bool):
+        self.bw, self.quick, self.rows, self.times = bw, quick, [], {}
+
+    def time(self, fn, *, cold=False, slow=False) -> float:
+        repeat = 3 if self.quick or slow else 20
+        return bench(fn, repeat=repeat, warmup=1 if slow else 2, cold=cold, max_seconds=2 if self.quick else 6)["best"]
+
+    def add(self, op, shape, impls: dict, nbytes: float, *, cold=False, weight_bytes=None, note="", baselines=()):
+        """Time each impl (name -> fn or None); the first is ours; ratios = t_baseline / t_ours."""
+        times = {}
+        for name, fn in impls.items():
+            if fn is None:
+                continue
+            try:
+                times[name] = self.time(fn, cold=cold, slow=name in ("reference", "bitsandbytes"))
+            except Exception as exc:  # a baseline that fails is reported, never fatal
+                print(f"  {op} {shape} {name}: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        ours = next(iter(times))
+        for name, t in times.items():
+            rb = weight_bytes if weight_bytes is not None else nbytes
+            ratios = {} if name != ours else {b: times[b] / t for b in (*baselines, "reference", "bitsandbytes") if b in times}
+            extra = f"total {nbytes / t / 1e9:.1f} GB/s" if weight_bytes is not None else ""
+            self.rows.append(Row(op, shape + (" cold" if cold else ""), name, t, rb / t / 1e9 if name == ours else None,
+                                 100 * rb / t / 1e9 / self.bw if name == ours else None, ratios,
+                                 "; ".join(x for x in (note if name == ours else "", extra if name == ours else "") if x)))  # fmt: skip
+        self.times[(op, shape, cold)] = times
+        return times
+
+
+def _bnb():
+    if not bnb_available():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import bitsandbytes
+
+    return bitsandbytes
+
+
+def bench_gemv(b: Bench, bnb) -> None:
+    code = codes.code_4bit("nf4")
+    for N in (4096, 11008):
+        K = 4096
+        W = torch.randn(N, K)
+        packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
+        packed = packed.view(-1)
+        off = absmax.mean()
+        q8, nested = ref_bw.quantize_blockwise(absmax - off, codes.dynamic_map(), 256)
+        dense = W.to(torch.bfloat16)
+        layer = None
+        if bnb is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                layer = bnb.nn.Linear4bit(K, N, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+                layer.weight = bnb.nn.Params4bit(dense.clone(), requires_grad=False, quant_type="nf4")
+                layer = layer.to("cpu").eval()
+        for dtype in (torch.bfloat16, torch.float32):
+            A = torch.randn(1, K).to(dtype)
+            name = "bf16" if dtype == torch.bfloat16 else "fp32"
+            for cold in (True, False):
+                shape = f"1x{K}·{N}x{K} nf4 bs64 {name}"
+                impls = {
+                    "cpu": lambda A=A: kq.gemv_4bit_cpu(A, packed, [N, K], absmax, code, 64),
+                    "F.linear bf16": lambda: F.linear(A.to(torch.bfloat16), dense),
+                    "bitsandbytes": None
+                    if layer is None or dtype != torch.bfloat16
+                    else (lambda A=A: layer(A)),
+                    "reference": None if cold else (lambda A=A: ref_4b.gemv_4bit(A, packed, [N, K], absmax, code, 64)),
+                }  # fmt: skip
+                with torch.no_grad():
+                    b.add("gemv_4bit", shape, impls, packed.numel() + absmax.numel() * 4, cold=cold,
+                          weight_bytes=packed.numel(), baselines=("F.linear bf16",),
+                          note="GB/s, %BW: packed weight bytes")  # fmt: skip
+                if dtype == torch.bfloat16:
+                    nest = {"cpu nested": lambda A=A: kq.gemv_4bit_cpu(A, packed, [N, K], q8, code, 64, nested,
+                                                                      codes.dynamic_map(), off.reshape(1), 256)}  # fmt: skip
+                    b.add("gemv_4bit", shape + " nested", nest, packed.numel() + q8.numel() + nested.numel() * 4,
+                          cold=cold, weight_bytes=packed.numel(), note="nested absmax (bitsandbytes' default)")  # fmt: skip
+
+
+def bench_4bit(b: Bench, bnb) -> None:
+    A = torch.randn(4096, 4096).to(torch.bfloat16)
+    n = A.numel()
+    packed, absmax = kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8)
+    qs = None
+    if bnb is not None:
+        _, qs = bnb.functional.quantize_4bit(A, blocksize=64, quant_type="nf4")
+    b.add("quantize_4bit", "4096x4096 bf16 nf4 bs64", {
+        "cpu": lambda: kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8),
+        "reference": lambda: ref_4b.quantize_4bit(A, 64, "nf4", torch.uint8),
+        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.quantize_4bit(A, blocksize=64, quant_type="nf4")),
+    }, n * 2 + n / 2 + absmax.numel() * 4)  # fmt: skip
+    b.add("dequantize_4bit", "4096x4096 bf16 nf4 bs64", {
+        "cpu": lambda: kq.dequantize_4bit_cpu(packed.view(-1), absmax, 64, "nf4", [4096, 4096], torch.bfloat16),
+        "reference": lambda: ref_4b.dequantize_4bit(packed.view(-1), absmax, 64, "nf4", [4096, 4096], torch.bfloat16),
+        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.dequantize_4bit(packed, qs)),
+    }, n * 2 + n / 2 + absmax.numel() * 4)  # fmt: skip
+
+
+def bench_blockwise(b: Bench, bnb) -> None:
+    A = torch.randn(16 << 20)
+    n = A.numel()
+    code = codes.dynamic_map()
+    q, absmax = kq.quantize_blockwise_cpu(A, code, 256)
+    qs = None
+    if bnb is not None:
+        _, qs = bnb.functional.quantize_blockwise(A, blocksize=256)
+    b.add("quantize_blockwise", "16M fp32 bs256", {
+        "cpu": lambda: kq.quantize_blockwise_cpu(A, code, 256),
+        "reference": lambda: ref_bw.quantize_blockwise(A, code, 256),
+        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.quantize_blockwise(A, blocksize=256)),
+    }, n * 5 + absmax.numel() * 4)  # fmt: skip
+    b.add("dequantize_blockwise", "16M fp32 bs256", {
+        "cpu": lambda: kq.dequantize_blockwise_cpu(q, absmax, code, 256, torch.float32),
+        "reference": lambda: ref_bw.dequantize_blockwise(q, absmax, code, 256, torch.float32),
+        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.dequantize_blockwise(q, qs)),
+    }, n * 5 + absmax.numel() * 4)  # fmt: skip
+
+
+def bench_int8(b: Bench, bnb) -> None:
+    for M, K, N in ((1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (2048, 2048, 2048)):
+        A = torch.randint(-127, 128, (M, K), dtype=torch.int8)
+        B = torch.randint(-127, 128, (N, K), dtype=torch.int8)
+        t = b.add("int8_linear_matmul", f"{M}x{K}·{N}x{K}", {
+            "cpu": lambda A=A, B=B: kq.int8_linear_matmul_cpu(A, B),
+            "cpu VNNI kernel": lambda A=A, B=B: kq._int8_mm_native(A, B),
+            "torch._int_mm": lambda A=A, B=B: torch._int_mm(A, B.t()),
+            "reference": None if M > 64 and b.quick else (lambda A=A, B=B: ref_i8.int8_linear_matmul(A, B)),
+        }, M * K + N * K + M * N * 4, baselines=("torch._int_mm", "cpu VNNI kernel"))  # fmt: skip
+        b.rows[-len(t)].note = f"{2 * M * N * K / t['cpu'] / 1e9:.0f} GOP/s"
+    for thr in (0.0, 6.0):
+        A = (torch.randn(4096, 4096) * 2).half()
+        b.add("int8_vectorwise_quant", f"4096x4096 fp16 thr={thr:g}", {
+            "cpu": lambda A=A, thr=thr: kq.int8_vectorwise_quant_cpu(A, thr),
+            "reference": lambda A=A, thr=thr: ref_i8.int8_vectorwise_quant(A, thr),
+            "bitsandbytes": None if bnb is None else (lambda A=A, thr=thr: bnb.functional.int8_vectorwise_quant(A, thr)),
+        }, A.numel() * 3 + 4096 * 4)  # fmt: skip
+    A = torch.randn(1, 4096).to(torch.bfloat16)
+    CB = torch.randint(-127, 128, (11008, 4096), dtype=torch.int8)
+    SCB = torch.rand(11008) + 0.5
+    A[0, :5] = 10.0
+    b.add("int8_mm_outlier", "1x4096·11008x4096 bf16 thr=6", {
+        "cpu": lambda: kq.int8_mm_outlier_cpu(A, CB, SCB, 6.0),
+        "reference": lambda: ref_i8.int8_mm_outlier(A, CB, SCB, 6.0),
+    }, CB.numel(), cold=True, note="fused batch-1, 5 outlier columns")  # fmt: skip
+
+
+def targets(b: Bench, bnb_ref: dict) -> list[dict]:
+    """The issue-3 targets: measured value, goal, met or not."""
+    out = []
+
+    def check(name, value, goal, unit=""):
+        out.append({"target": name, "value": round(value, 2), "goal": goal, "met": value >= goal, "unit": unit})
+
+    g = b.times.get(("gemv_4bit", "1x4096·11008x4096 nf4 bs64 bf16", True), {})
+    if "cpu" in g:
+        packed = 11008 * 4096 / 2
+        check("gemv 11008x4096 nf4 cold: % of DRAM read BW (packed weight)", 100 * packed / g["cpu"] / 1e9 / b.bw, 85, "%")
+        check("gemv 11008x4096 nf4 cold: x vs dense bf16 F.linear", g["F.linear bf16"] / g["cpu"], 5, "x")
+    for op, shape, goal in (("quantize_4bit", "4096x4096 bf16 nf4 bs64", 30),
+                            ("quantize_blockwise", "16M fp32 bs256", 10),
+                            ("dequantize_4bit", "4096x4096 bf16 nf4 bs64", 4),
+                            ("dequantize_blockwise", "16M fp32 bs256", 4),
+                            ("int8_vectorwise_quant", "4096x4096 fp16 thr=0", 20)):  # fmt: skip
+        t = b.times.get((op, shape, False), {})
+        if "bitsandbytes" in t:
+            check(f"{op} x vs bitsandbytes (this run)", t["bitsandbytes"] / t["cpu"], goal, "x")
+        if op in bnb_ref:
+            check(f"{op} x vs bitsandbytes (machine.md {bnb_ref[op] * 1e3:g} ms)", bnb_ref[op] / t["cpu"], goal, "x")
+    t = b.times.get(("int8_linear_matmul", "2048x2048·2048x2048", False), {})
+    if t:
+        check("int8 matmul 2048^3: speed vs torch._int_mm (>= 0.9)", t["torch._int_mm"] / t["cpu"], 0.9, "x")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
+    parser.add_argument("--json", help="write rows and target checks to this file")
+    args = parser.parse_args(argv)
+    err = kq.load_error()
+    if err:
+        print(err, file=sys.stderr)
+        return 1
+    bw = dram_read_bandwidth(1.0, 3 if args.quick else 7)
+    print(f"DRAM read bandwidth (this run, best): {bw:.1f} GB/s; threads {torch.get_num_threads()}; "
+          f"quant ISA {kq.isa()}; {kq.cpu_features()['cpu_flags']}")  # fmt: skip
+    b = Bench(bw, args.quick)
+    bnb = _bnb()
+    for section in (bench_gemv, bench_4bit, bench_blockwise, bench_int8):
+        section(b, bnb)
+    print_table("cpu quant kernels (ratios: baseline time / cpu time, same run)", b.rows)
+    # bitsandbytes 0.50.2 on this machine, from ../shared/machine.md (best of a quiet run)
+    bnb_ref = {"quantize_blockwise": 0.081, "dequantize_blockwise": 0.024, "quantize_4bit": 0.355,
+               "dequantize_4bit": 0.0102, "int8_vectorwise_quant": 0.108}  # fmt: skip
+    checks = targets(b, bnb_ref)
+    print("\n### issue 3 targets\n")
+    for c in checks:
+        print(f"- {'MET' if c['met'] else 'NOT MET'}: {c['target']} = {c['value']}{c['unit']} (goal {c['goal']})")
+    if args.json:
+        write_json(args.json, "bench_cpu_quant", b.rows, {"dram_read_gbps": bw, "targets": checks,
+                                                           "isa": kq.isa(), "features": kq.cpu_features()})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
