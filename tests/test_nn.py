@@ -46,8 +46,7 @@ def test_params4bit_attributes_for_transformers_and_peft(quant_type, compress):
     if compress:
         assert w.nested_absmax is w.quant_state.state2.absmax and w.nested_blocksize == 256
     else:
-        with pytest.raises(AttributeError):
-            w.nested_absmax
+        assert not hasattr(w, "nested_absmax")
     torch.testing.assert_close(F.dequantize_4bit(w, w.quant_state), F.dequantize_4bit(*F.quantize_4bit(
         linear.weight.data, quant_type=quant_type, compress_statistics=compress)), rtol=0, atol=0)  # fmt: skip
 
