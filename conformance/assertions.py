@@ -21,7 +21,8 @@ class Mismatch(AssertionError):
 
 @dataclass
 class Stats:
-    """Error of one output against the reference: ``unit`` is "abs" (values) or "codes" (index steps)."""
+    """Error of one output against the reference: ``unit`` is "rel" (absolute error over the largest
+    magnitude of the tensor), "abs" (absolute) or "codes" (code-index steps)."""
 
     max_err: float = 0.0
     mean_err: float = 0.0
@@ -104,9 +105,10 @@ def assert_close(
     op: str, name: str, got: torch.Tensor, want: torch.Tensor, tol: Tol, ctx: str,
     scale: torch.Tensor | None = None, mask: torch.Tensor | None = None,
 ) -> Stats:  # fmt: skip
-    """``|got - want| <= tol.rtol * scale + tol.ntol * max(scale)`` elementwise (scale: ``|want|``).
+    """``|got - want| <= tol.atol + tol.rtol * scale + tol.ntol * max(scale)`` elementwise (scale: ``|want|``).
 
     NaN must match NaN and inf must match the same inf; ``mask`` (bool) selects compared elements.
+    The returned error is relative to the largest finite scale of the tensor (unit "rel").
     """
     assert_meta(op, name, got, want, ctx)
     g, w = got.detach().double().reshape(-1).cpu(), want.detach().double().reshape(-1).cpu()
@@ -115,7 +117,7 @@ def assert_close(
     finite = torch.isfinite(w)
     special_ok = (g.isnan() & w.isnan()) | (g == w)
     diff = (g - w).abs()
-    limit = tol.rtol * s + tol.ntol * (float(s.max()) if s.numel() else 0.0)
+    limit = tol.atol + tol.rtol * s + tol.ntol * (float(s.max()) if s.numel() else 0.0)
     ok = torch.where(finite, diff <= limit, special_ok)
     if mask is not None:
         mask = mask.reshape(-1).cpu()
@@ -130,7 +132,9 @@ def assert_close(
             f"|diff|={_fmt(diff[i].item())} > allowed {_fmt(limit[i].item())} ({tol}) [{ctx}]"
         )
     d = diff[finite]
-    return Stats(float(d.max()) if d.numel() else 0.0, float(d.mean()) if d.numel() else 0.0, "abs")
+    norm = float(s[finite].max()) if d.numel() else 0.0
+    d = d / norm if norm > 0 else d
+    return Stats(float(d.max()) if d.numel() else 0.0, float(d.mean()) if d.numel() else 0.0, "rel")
 
 
 def assert_codes_near(op: str, name: str, got: torch.Tensor, want: torch.Tensor, tol: Tol, ctx: str) -> Stats:

@@ -2,8 +2,8 @@
 
 Each row: the cell (op x dtype x format x blocksize), pass / fail / unsupported / known failure, the
 examples checked, the max and mean error against the reference ("codes" = code-index steps for
-bit-exact outputs, "abs" = absolute value error), and the throughput of the kernel under test and of
-the reference on the same device, in GB/s of tensor bytes read and written.
+bit-exact outputs, "rel" = absolute error over the output's largest magnitude), and the throughput of
+the kernel under test and of the reference on the same device, in GB/s of tensor bytes read and written.
 """
 
 from __future__ import annotations
@@ -22,8 +22,20 @@ ICONS = {"pass": "pass", "fail": "**FAIL**", "error": "**ERROR**", "unsupported"
          "known failure": "known failure", "known failure (passed)": "known failure (passed)"}  # fmt: skip
 
 
-COLUMNS = ("dtype", "format", "blocksize", "status", "examples", "max err", "mean err", "unit", "GB/s", "ref GB/s",
-           "x ref", "note")
+COLUMNS = (
+    "dtype",
+    "format",
+    "blocksize",
+    "status",
+    "examples",
+    "max err",
+    "mean err",
+    "unit",
+    "GB/s",
+    "ref GB/s",
+    "x ref",
+    "note",
+)
 HEADER = "| " + " | ".join(COLUMNS) + " |"
 
 
@@ -68,7 +80,8 @@ def to_markdown(result: SuiteResult, known_source: str = "") -> str:
         f"hypothesis {env['hypothesis']}, python {env['python']}, {env['platform']}, {env['threads']} threads, "
         f"{env['date']}.", "",
         "Errors are against the reference backend: *codes* = largest / mean code-index step (0 means "
-        "bit-exact), *abs* = absolute error. GB/s = tensor bytes read + written per second; "
+        "bit-exact), *rel* = absolute error over the largest magnitude of the output. "
+        "GB/s = tensor bytes read + written per second; "
         "x ref = speed relative to the reference backend on the same device.",
     ]  # fmt: skip
     if known_source:

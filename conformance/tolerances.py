@@ -4,11 +4,12 @@ What is compared bit-exactly is not in the table and never gets a tolerance: 8-b
 the packed bytes, every absmax of a quantizer, ``int8_vectorwise_quant``'s codes, row absmax and
 outlier columns, and ``int8_linear_matmul``'s int32 product. Float outputs are compared elementwise:
 
-    |got - want| <= rtol * scale + ntol * max(scale)
+    |got - want| <= atol + rtol * scale + ntol * max(scale)
 
 where ``scale`` is ``|want|`` unless the op defines a larger natural scale (gemv and the int8 matmuls
 use ``|A| @ |W|.T (+ |bias|)``, the magnitude of the sum before cancellation). ``EPS`` is one unit in
-the last place at 1.0 of the output dtype, i.e. the two sides may round to neighbouring values.
+the last place at 1.0 of the output dtype, i.e. the two sides may round to neighbouring values; ``atol``
+is one ulp near zero (the smallest subnormal of the dtype).
 
 Optimizer states requantized to 8 bits may land on a neighbouring code when the float32 state sits
 within rounding of a code-book midpoint: ``code_slack`` is the largest index difference allowed and
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 EPS = {"float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 EPS32 = EPS["float32"]
+ULP0 = {"float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
+"""The smallest subnormal of each dtype: one ulp near zero, where ``rtol * |want|`` would allow nothing."""
 
 
 @dataclass(frozen=True)
@@ -31,18 +34,21 @@ class Tol:
 
     rtol: float = 0.0
     ntol: float = 0.0
+    atol: float = 0.0
     code_slack: int = 0
     code_frac: float = 0.0
 
     def __str__(self) -> str:
-        parts = [f"rtol={self.rtol:.3g}", f"ntol={self.ntol:.3g}"]
+        parts = [f"rtol={self.rtol:.3g}", f"ntol={self.ntol:.3g}", f"atol={self.atol:.3g}"]
         if self.code_slack:
             parts.append(f"code_slack={self.code_slack} on <= {self.code_frac:.0%} of codes")
         return ", ".join(parts)
 
 
 def _per_dtype(op: str, fmt: str, extra_rtol: float = 0.0, ulps: float = 1.0, ntol: float = 0.0) -> dict:
-    return {(op, dt, fmt): Tol(rtol=ulps * eps + extra_rtol, ntol=ntol) for dt, eps in EPS.items()}
+    return {
+        (op, dt, fmt): Tol(rtol=ulps * eps + extra_rtol, ntol=ntol, atol=ulps * ULP0[dt]) for dt, eps in EPS.items()
+    }
 
 
 TOLERANCES: dict[tuple[str, str, str], Tol] = {

@@ -151,6 +151,8 @@ class Int8MmOutlier(OpCase):
         values = "outliers" if THRESHOLDS[cell.fmt] > 0 else "normal"
         return [
             E(A=F((1,), dt, seed=1), N=1, bias=None, seed=1),
+            E(A=F((1, 1, 4099), dt, layout="strided", values=values, seed=4), N=65, bias=dt, seed=4),
+            E(A=F((257,), dt, values=values, seed=5), N=31, bias=None, seed=5),
             E(A=F((5, 129), dt, values=values, zero_blocks=True, seed=2), N=7, bias=dt, seed=2),
             E(A=F((2, 3, 64), dt, layout="transposed", values=values, seed=3), N=33, bias=None, seed=3),
         ]

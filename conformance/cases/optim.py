@@ -37,7 +37,7 @@ def _states(optimizer: str, shape, eight_bit: bool, seed: int, device):
     if second is not None:
         c2, absmax2 = quantize_flat(second, q2, BLOCKSIZE_8BIT)
         s2 = c2.view(shape)
-    mv = (lambda t: None if t is None else t.contiguous().to(device))  # noqa: E731
+    mv = lambda t: None if t is None else t.contiguous().to(device)  # noqa: E731
     return mv(s1), mv(s2), mv(absmax1), mv(absmax2)
 
 
@@ -123,8 +123,12 @@ class OptimizerStepMulti(OpCase):
     def edges(self, cell):
         F, E = S.FloatSpec, S.Example.of
         h = dict(lr=1e-2, weight_decay=1e-2, step=2, gnorm_scale=0.5, max_unorm=0.0)
-        ps = (F((1,), "float32", seed=1), F((257,), "bfloat16", seed=2), F((3, 5, 7), "float16", seed=3))
-        return [E(params=ps, hyper=h, seed=1)]
+        mixed = (F((1,), "float32", seed=1), F((257,), "bfloat16", seed=2), F((3, 5, 7), "float16", seed=3))
+        return [
+            E(params=tuple(F(s.shape, "bfloat16", seed=s.seed) for s in mixed), hyper=h, seed=1),
+            E(params=tuple(F(s.shape, "float32", seed=s.seed) for s in mixed), hyper={**h, "max_unorm": 0.02}, seed=2),
+            E(params=mixed, hyper=h, seed=3),
+        ]
 
     def build(self, ex, cell, device):
         optimizer, bits = cell.fmt.split("-")
