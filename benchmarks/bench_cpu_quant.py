@@ -52,11 +52,14 @@ class Bench:
         ours = next(iter(times))
         for name, t in times.items():
             rb = weight_bytes if weight_bytes is not None else nbytes
-            ratios = {} if name != ours else {b: times[b] / t for b in (*baselines, "reference", "bitsandbytes") if b in times}
+            mine = name == ours
+            names = (*baselines, "reference", "bitsandbytes")
+            ratios = {x: times[x] / t for x in names if x in times} if mine else {}
             extra = f"total {nbytes / t / 1e9:.1f} GB/s" if weight_bytes is not None else ""
-            self.rows.append(Row(op, shape + (" cold" if cold else ""), name, t, rb / t / 1e9 if name == ours else None,
-                                 100 * rb / t / 1e9 / self.bw if name == ours else None, ratios,
-                                 "; ".join(x for x in (note if name == ours else "", extra if name == ours else "") if x)))  # fmt: skip
+            note_text = "; ".join(x for x in (note, extra) if x) if mine else ""
+            gbps = rb / t / 1e9 if mine else None
+            pct = 100 * rb / t / 1e9 / self.bw if mine else None
+            self.rows.append(Row(op, shape + (" cold" if cold else ""), name, t, gbps, pct, ratios, note_text))
         self.times[(op, shape, cold)] = times
         return times
 
@@ -72,44 +75,55 @@ def _bnb():
 
 
 def bench_gemv(b: Bench, bnb) -> None:
-    code = codes.code_4bit("nf4")
     for N in (4096, 11008):
-        K = 4096
-        W = torch.randn(N, K)
-        packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
-        packed = packed.view(-1)
-        off = absmax.mean()
-        q8, nested = ref_bw.quantize_blockwise(absmax - off, codes.dynamic_map(), 256)
-        dense = W.to(torch.bfloat16)
-        layer = None
-        if bnb is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                layer = bnb.nn.Linear4bit(K, N, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
-                layer.weight = bnb.nn.Params4bit(dense.clone(), requires_grad=False, quant_type="nf4")
-                layer = layer.to("cpu").eval()
-        for dtype in (torch.bfloat16, torch.float32):
-            A = torch.randn(1, K).to(dtype)
-            name = "bf16" if dtype == torch.bfloat16 else "fp32"
-            for cold in (True, False):
-                shape = f"1x{K}·{N}x{K} nf4 bs64 {name}"
-                impls = {
-                    "cpu": lambda A=A: kq.gemv_4bit_cpu(A, packed, [N, K], absmax, code, 64),
-                    "F.linear bf16": lambda: F.linear(A.to(torch.bfloat16), dense),
-                    "bitsandbytes": None
-                    if layer is None or dtype != torch.bfloat16
-                    else (lambda A=A: layer(A)),
-                    "reference": None if cold else (lambda A=A: ref_4b.gemv_4bit(A, packed, [N, K], absmax, code, 64)),
-                }  # fmt: skip
-                with torch.no_grad():
-                    b.add("gemv_4bit", shape, impls, packed.numel() + absmax.numel() * 4, cold=cold,
-                          weight_bytes=packed.numel(), baselines=("F.linear bf16",),
-                          note="GB/s, %BW: packed weight bytes")  # fmt: skip
-                if dtype == torch.bfloat16:
-                    nest = {"cpu nested": lambda A=A: kq.gemv_4bit_cpu(A, packed, [N, K], q8, code, 64, nested,
-                                                                      codes.dynamic_map(), off.reshape(1), 256)}  # fmt: skip
-                    b.add("gemv_4bit", shape + " nested", nest, packed.numel() + q8.numel() + nested.numel() * 4,
-                          cold=cold, weight_bytes=packed.numel(), note="nested absmax (bitsandbytes' default)")  # fmt: skip
+        _gemv_shape(b, bnb, N, 4096)
+
+
+def _bnb_linear4bit(bnb, dense: torch.Tensor):
+    if bnb is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer = bnb.nn.Linear4bit(dense.shape[1], dense.shape[0], bias=False, compute_dtype=torch.bfloat16,
+                                  quant_type="nf4")  # fmt: skip
+        layer.weight = bnb.nn.Params4bit(dense.clone(), requires_grad=False, quant_type="nf4")
+        return layer.to("cpu").eval()
+
+
+def _gemv_shape(b: Bench, bnb, N: int, K: int) -> None:
+    code, dmap = codes.code_4bit("nf4"), codes.dynamic_map()
+    W = torch.randn(N, K)
+    packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
+    packed = packed.view(-1)
+    off = absmax.mean().reshape(1)
+    q8, nested = ref_bw.quantize_blockwise(absmax - off, dmap, 256)
+    dense = W.to(torch.bfloat16)
+    layer = _bnb_linear4bit(bnb, dense)
+
+    def ours(A):
+        return kq.gemv_4bit_cpu(A, packed, [N, K], absmax, code, 64)
+
+    def ours_nested(A):
+        return kq.gemv_4bit_cpu(A, packed, [N, K], q8, code, 64, nested, dmap, off, 256)
+
+    for dtype in (torch.bfloat16, torch.float32):
+        A = torch.randn(1, K).to(dtype)
+        shape = f"1x{K}·{N}x{K} nf4 bs64 {'bf16' if dtype == torch.bfloat16 else 'fp32'}"
+        for cold in (True, False):
+            impls = {
+                "cpu": lambda A=A: ours(A),
+                "F.linear bf16": lambda A=A: F.linear(A.to(torch.bfloat16), dense),
+                "bitsandbytes": None if layer is None or dtype != torch.bfloat16 else (lambda A=A: layer(A)),
+                "reference": None if cold else (lambda A=A: ref_4b.gemv_4bit(A, packed, [N, K], absmax, code, 64)),
+            }
+            with torch.no_grad():
+                b.add("gemv_4bit", shape, impls, packed.numel() + absmax.numel() * 4, cold=cold,
+                      weight_bytes=packed.numel(), baselines=("F.linear bf16",),
+                      note="GB/s, %BW: packed weight bytes")  # fmt: skip
+            if dtype == torch.bfloat16:
+                b.add("gemv_4bit", shape + " nested", {"cpu nested": lambda A=A: ours_nested(A)},
+                      packed.numel() + q8.numel() + nested.numel() * 4, cold=cold, weight_bytes=packed.numel(),
+                      note="nested absmax (bitsandbytes' default)")  # fmt: skip
 
 
 def bench_4bit(b: Bench, bnb) -> None:
@@ -122,7 +136,7 @@ def bench_4bit(b: Bench, bnb) -> None:
     b.add("quantize_4bit", "4096x4096 bf16 nf4 bs64", {
         "cpu": lambda: kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8),
         "reference": lambda: ref_4b.quantize_4bit(A, 64, "nf4", torch.uint8),
-        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.quantize_4bit(A, blocksize=64, quant_type="nf4")),
+        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.quantize_4bit(A, 64, quant_type="nf4")),
     }, n * 2 + n / 2 + absmax.numel() * 4)  # fmt: skip
     b.add("dequantize_4bit", "4096x4096 bf16 nf4 bs64", {
         "cpu": lambda: kq.dequantize_4bit_cpu(packed.view(-1), absmax, 64, "nf4", [4096, 4096], torch.bfloat16),
@@ -167,7 +181,7 @@ def bench_int8(b: Bench, bnb) -> None:
         b.add("int8_vectorwise_quant", f"4096x4096 fp16 thr={thr:g}", {
             "cpu": lambda A=A, thr=thr: kq.int8_vectorwise_quant_cpu(A, thr),
             "reference": lambda A=A, thr=thr: ref_i8.int8_vectorwise_quant(A, thr),
-            "bitsandbytes": None if bnb is None else (lambda A=A, thr=thr: bnb.functional.int8_vectorwise_quant(A, thr)),
+            "bitsandbytes": None if bnb is None else (lambda A=A, t=thr: bnb.functional.int8_vectorwise_quant(A, t)),
         }, A.numel() * 3 + 4096 * 4)  # fmt: skip
     A = torch.randn(1, 4096).to(torch.bfloat16)
     CB = torch.randint(-127, 128, (11008, 4096), dtype=torch.int8)
@@ -189,7 +203,8 @@ def targets(b: Bench, bnb_ref: dict) -> list[dict]:
     g = b.times.get(("gemv_4bit", "1x4096·11008x4096 nf4 bs64 bf16", True), {})
     if "cpu" in g:
         packed = 11008 * 4096 / 2
-        check("gemv 11008x4096 nf4 cold: % of DRAM read BW (packed weight)", 100 * packed / g["cpu"] / 1e9 / b.bw, 85, "%")
+        pct = 100 * packed / g["cpu"] / 1e9 / b.bw
+        check("gemv 11008x4096 nf4 cold: % of DRAM read BW (packed weight)", pct, 85, "%")
         check("gemv 11008x4096 nf4 cold: x vs dense bf16 F.linear", g["F.linear bf16"] / g["cpu"], 5, "x")
     for op, shape, goal in (("quantize_4bit", "4096x4096 bf16 nf4 bs64", 30),
                             ("quantize_blockwise", "16M fp32 bs256", 10),

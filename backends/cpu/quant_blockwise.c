@@ -12,6 +12,8 @@
 
 #include "quant_internal.h"
 
+#define SEARCH_TABLE_LEN 256 /* floats of the AVX-512 search tables (see search_tables) */
+
 /* midpoints (c[i] + c[i+1]) * 0.5 in float32, padded with +inf to `len` (a power of two) */
 static void midpoints(const float *code, int n_code, float *mid, int len) {
     for (int i = 0; i < len; i++) mid[i] = i < n_code - 1 ? (code[i] + code[i + 1]) * 0.5f : INFINITY;
@@ -59,49 +61,77 @@ TGT_AVX2 static void dq8_block_avx2(const uint8_t *A, int64_t s, int64_t len, fl
     dq8_block_body(A, s, len, scale, code, out, dtype);
 }
 
-/* Tables for the vectorized binary search over 256 slots (mid[255] = +inf):
- * t[0..15] = mid[16k+15], t[16..31] = mid[16h+7], t[32..63] = mid[8j+3]. */
+/* Tables for the vectorized binary search over 256 slots (mid[255] = +inf), one per step, so that every
+ * probe is a register permute instead of a gather: t[0..15] = mid[16k+15] (steps 128..16, k = idx/16 +
+ * step/16 - 1), t[16..31] = mid[16h+7] (step 8), t[32..63] = mid[8j+3] (step 4), t[64..127] = mid[4q+1]
+ * (step 2), t[128..255] = mid[2r] (step 1). */
 static void search_tables(const float *mid, float *t) {
     for (int k = 0; k < 16; k++) t[k] = mid[16 * k + 15];
     for (int h = 0; h < 16; h++) t[16 + h] = mid[16 * h + 7];
     for (int j = 0; j < 32; j++) t[32 + j] = mid[8 * j + 3];
+    for (int q = 0; q < 64; q++) t[64 + q] = mid[4 * q + 1];
+    for (int r = 0; r < 128; r++) t[128 + r] = mid[2 * r];
 }
 
-TGT_AVX512 static inline __m512i bucket256_avx512(__m512 v, __m512 t1, __m512 t2, __m512 t3a, __m512 t3b,
-                                                  const float *mid) {
+typedef struct {
+    __m512 t1, t2, t3[2], t4[4], t5[8];
+} search_regs;
+
+TGT_AVX512 static inline void load_search_regs(search_regs *s, const float *t) {
+    s->t1 = _mm512_loadu_ps(t);
+    s->t2 = _mm512_loadu_ps(t + 16);
+    for (int i = 0; i < 2; i++) s->t3[i] = _mm512_loadu_ps(t + 32 + 16 * i);
+    for (int i = 0; i < 4; i++) s->t4[i] = _mm512_loadu_ps(t + 64 + 16 * i);
+    for (int i = 0; i < 8; i++) s->t5[i] = _mm512_loadu_ps(t + 128 + 16 * i);
+}
+
+TGT_AVX512 static inline __m512i probe_step(__m512i idx, __m512 m, __m512 v, int step) {
+    return _mm512_mask_add_epi32(idx, _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ), idx, _mm512_set1_epi32(step));
+}
+
+TGT_AVX512 static inline __m512i bucket256_avx512(__m512 v, const search_regs *s) {
     __m512i idx = _mm512_setzero_si512();
     for (int step = 128; step >= 16; step >>= 1) {
         __m512i k = _mm512_add_epi32(_mm512_srli_epi32(idx, 4), _mm512_set1_epi32(step / 16 - 1));
-        __mmask16 lt = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(k, t1), v, _CMP_LT_OQ);
-        idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(step));
+        idx = probe_step(idx, _mm512_permutexvar_ps(k, s->t1), v, step);
     }
-    __mmask16 lt = _mm512_cmp_ps_mask(_mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), t2), v, _CMP_LT_OQ);
-    idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(8));
-    lt = _mm512_cmp_ps_mask(_mm512_permutex2var_ps(t3a, _mm512_srli_epi32(idx, 3), t3b), v, _CMP_LT_OQ);
-    idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(4));
-    for (int step = 2; step >= 1; step >>= 1) {
-        __m512 m = _mm512_i32gather_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(step - 1)), mid, 4);
-        lt = _mm512_cmp_ps_mask(m, v, _CMP_LT_OQ);
-        idx = _mm512_mask_add_epi32(idx, lt, idx, _mm512_set1_epi32(step));
+    idx = probe_step(idx, _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), s->t2), v, 8);
+    idx = probe_step(idx, _mm512_permutex2var_ps(s->t3[0], _mm512_srli_epi32(idx, 3), s->t3[1]), v, 4);
+    const __m512i b5 = _mm512_set1_epi32(32), b6 = _mm512_set1_epi32(64);
+    {
+        const __m512i q = _mm512_srli_epi32(idx, 2);
+        const __m512 lo = _mm512_permutex2var_ps(s->t4[0], q, s->t4[1]);
+        const __m512 hi = _mm512_permutex2var_ps(s->t4[2], q, s->t4[3]);
+        idx = probe_step(idx, _mm512_mask_blend_ps(_mm512_test_epi32_mask(q, b5), lo, hi), v, 2);
+    }
+    {
+        const __m512i r = _mm512_srli_epi32(idx, 1);
+        const __mmask16 m5 = _mm512_test_epi32_mask(r, b5), m6 = _mm512_test_epi32_mask(r, b6);
+        const __m512 g0 = _mm512_permutex2var_ps(s->t5[0], r, s->t5[1]);
+        const __m512 g1 = _mm512_permutex2var_ps(s->t5[2], r, s->t5[3]);
+        const __m512 g2 = _mm512_permutex2var_ps(s->t5[4], r, s->t5[5]);
+        const __m512 g3 = _mm512_permutex2var_ps(s->t5[6], r, s->t5[7]);
+        const __m512 m = _mm512_mask_blend_ps(m6, _mm512_mask_blend_ps(m5, g0, g1), _mm512_mask_blend_ps(m5, g2, g3));
+        idx = probe_step(idx, m, v, 1);
     }
     return idx;
 }
 
-TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int64_t len, const float *mid,
-                                       const float *tables, uint8_t *out, float *absmax) {
+TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int64_t len, const float *tables,
+                                       uint8_t *out, float *absmax) {
     __m512 vmax = _mm512_setzero_ps();
     for (int64_t i = 0; i < len; i += 16)
         vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
     const float amax = _mm512_reduce_max_ps(vmax);
     *absmax = amax;
     const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax)), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
-    const __m512 t1 = _mm512_loadu_ps(tables), t2 = _mm512_loadu_ps(tables + 16);
-    const __m512 t3a = _mm512_loadu_ps(tables + 32), t3b = _mm512_loadu_ps(tables + 48);
+    search_regs regs;
+    load_search_regs(&regs, tables);
     for (int64_t i = 0; i < len; i += 16) {
         const __mmask16 m = bnbq_mask16(len - i);
         __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, m), inv);
         v = _mm512_min_ps(_mm512_max_ps(v, neg), one);
-        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket256_avx512(v, t1, t2, t3a, t3b, mid));
+        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket256_avx512(v, &regs));
     }
 }
 
@@ -129,8 +159,9 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
         return BNBQ_EINVAL;
     if (n == 0) return BNBQ_OK;
     if (!A || !code || !out || !absmax) return BNBQ_EINVAL;
-    float mid[256], tables[64];
+    float mid[256], tables[SEARCH_TABLE_LEN];
     midpoints(code, 256, mid, 256);
+    bnbq_hugepage_hint(out, n);
     const int isa = bnbq_isa_level();
 #if BNBQ_X86
     search_tables(mid, tables);
@@ -143,7 +174,7 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
         const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
 #if BNBQ_X86
         if (isa == BNBQ_ISA_AVX512) {
-            q8_block_avx512(A, dtype, s, len, mid, tables, out, absmax + b);
+            q8_block_avx512(A, dtype, s, len, tables, out, absmax + b);
             continue;
         }
         if (isa == BNBQ_ISA_AVX2) {
@@ -164,6 +195,7 @@ int bnbq_dequantize_blockwise(const uint8_t *A, int64_t n, const float *absmax, 
         return BNBQ_EINVAL;
     if (n == 0) return BNBQ_OK;
     if (!A || !code || !out || !absmax) return BNBQ_EINVAL;
+    bnbq_hugepage_hint(out, n * bnbq_dtype_size(dtype));
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, n);
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
@@ -304,6 +336,7 @@ int bnbq_quantize_4bit(const void *A, int dtype, int64_t n, const float *sorted_
         if (sorted_codes[i] > 15) return BNBQ_EINVAL;
     float mid[16];
     midpoints(sorted_values, 16, mid, 16);
+    bnbq_hugepage_hint(packed, packed_len);
     const uint8_t zero_code = sorted_codes[bnbq_bucket(mid, 16, 0.0f)];
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, n);
@@ -334,6 +367,7 @@ int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float 
         return BNBQ_EINVAL;
     if (n == 0) return BNBQ_OK;
     if (!packed || !absmax || !code || !out) return BNBQ_EINVAL;
+    bnbq_hugepage_hint(out, n * bnbq_dtype_size(dtype));
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, n);
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(static)

@@ -109,6 +109,7 @@ int bnbq_int8_vectorwise_quant(const void *A, int dtype, int64_t rows, int64_t K
         return BNBQ_OK;
     }
     if (!A || !codes || !row_absmax || !outlier_flags) return BNBQ_EINVAL;
+    bnbq_hugepage_hint(codes, codes_len);
     const int isa = bnbq_isa_level();
     int team = bnbq_team(nthreads, rows * K);
     if (team > rows) team = (int)rows;
@@ -313,6 +314,7 @@ int bnbq_int8_mm_dequant(const int32_t *A, int64_t M, int64_t N, const float *ro
         return BNBQ_EINVAL;
     if (M == 0 || N == 0) return BNBQ_OK;
     if (!A || !row_stats || !col_stats || !out) return BNBQ_EINVAL;
+    bnbq_hugepage_hint(out, out_len * bnbq_dtype_size(out_dtype));
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, M * N);
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(static)

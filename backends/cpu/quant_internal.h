@@ -14,6 +14,10 @@
 #include <omp.h>
 #endif
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #define BNBQ_X86 1
 #include <immintrin.h>
@@ -46,6 +50,23 @@ BNBQ_INLINE int bnbq_log2(int64_t x) {
     while (((int64_t)1 << s) < x) s++;
     return s;
 }
+
+/* Ask for transparent huge pages on a large output buffer before its first touch: a fresh multi-MB
+ * tensor otherwise costs one page fault per 4 KiB, which dominates memory-bound kernels. A hint only:
+ * contents and ownership are unchanged. */
+static inline void bnbq_hugepage_hint(void *p, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    if (!p || bytes < (int64_t)(4 * huge)) return;
+    const uintptr_t b = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + (uintptr_t)bytes) & ~(huge - 1);
+    if (e > b) madvise((void *)b, e - b, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
+BNBQ_INLINE int64_t bnbq_dtype_size(int dtype) { return dtype == BNBQ_F32 ? 4 : 2; }
 
 /* ---- scalar conversions (IEEE round-to-nearest-even, subnormals kept; same bits as torch) ---- */
 
