@@ -11,11 +11,15 @@ import subprocess
 
 import cffi
 import pytest
+import torch
 
 from bnb_api.backends.cuda import build as cuda_build
 from bnb_api.backends.cuda.library import HEADER, BnbCudaError, NativeLibrary, cdef_source
 from bnb_api.backends.rocm import build as rocm_build
-from bnb_api.core.ops import OPTIMIZERS
+from bnb_api.core import codes as code_books
+from bnb_api.core.ops import OPTIMIZERS, TWO_STATE_OPTIMIZERS
+from bnb_api.core.reference import KERNELS as REF
+from bnb_api.core.reference.blockwise import quantize_flat
 
 CUDA_DIR = os.path.dirname(HEADER)
 SOURCES = sorted(glob.glob(os.path.join(CUDA_DIR, "*.cu")) + glob.glob(os.path.join(CUDA_DIR, "*.cuh")))
@@ -134,3 +138,127 @@ def test_compile_check_script_exists_and_is_strict():
     text = open(script).read()
     assert "set -euo pipefail" in text and "build.py" in text
 
+
+
+# --------------------------------------------------------------------------------------------------
+# The unmodified kernels run on the CPU (backends/cuda/emulate.py), driven by the real Python wrappers
+# with CPU tensors, against the reference: checks their logic where no GPU is available.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    from bnb_api.backends.cuda import emulate
+    from bnb_api.backends.cuda.kernels import GpuKernels
+
+    if emulate.find_cxx() is None:
+        pytest.skip("no C++ compiler for the CPU emulation")
+    path = emulate.build(str(tmp_path_factory.mktemp("emu")))
+    lib = NativeLibrary(os.path.basename(path), "BNB_API_TEST_NO_SUCH_VAR", os.path.dirname(path), "CUDA", "hint")
+    assert lib.load_error() is None
+    return GpuKernels(lib)
+
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_blockwise_and_4bit_bit_exact(emu, dtype):
+    A = (torch.randn(3, 409) * 4).to(dtype)
+    code = code_books.dynamic_map()
+    for blocksize in (64, 256):
+        got, ref = emu.quantize_blockwise(A, code, blocksize), REF["quantize_blockwise"](A, code, blocksize)
+        assert all(torch.equal(x, y) for x, y in zip(got, ref))
+        out = emu.dequantize_blockwise(*got, code, blocksize, dtype)
+        assert torch.equal(out, REF["dequantize_blockwise"](*got, code, blocksize, dtype))
+    for quant_type in ("nf4", "fp4"):
+        for blocksize in (32, 128):
+            got = emu.quantize_4bit(A, blocksize, quant_type, torch.uint8)
+            ref = REF["quantize_4bit"](A, blocksize, quant_type, torch.uint8)
+            assert all(torch.equal(x, y) for x, y in zip(got, ref)), (quant_type, blocksize)
+            args = (got[0].view(-1), got[1], blocksize, quant_type, [3, 409], dtype)
+            assert torch.equal(emu.dequantize_4bit(*args), REF["dequantize_4bit"](*args))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N, K", [(37, 256), (21, 203)])  # vector path (K % 32 == 0) and scalar path
+@pytest.mark.parametrize("nested", [False, True])
+def test_emulated_gemv_4bit(emu, dtype, N, K, nested):
+    packed, absmax = REF["quantize_4bit"](torch.randn(N, K), 64, "nf4", torch.uint8)
+    code = code_books.code_4bit("nf4")
+    extra: tuple = ()
+    if nested:
+        offset = absmax.mean()
+        q, nested_absmax = REF["quantize_blockwise"](absmax - offset, code_books.dynamic_map(), 256)
+        absmax, extra = q, (nested_absmax, code_books.dynamic_map(), offset.reshape(1), 256)
+    A = torch.randn(1, 1, K).to(dtype)
+    args = (A, packed.view(-1), [N, K], absmax, code, 64, *extra)
+    got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
+    assert got.shape == ref.shape == (1, 1, N) and got.dtype == dtype
+    torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_emulated_int8_ops(emu, dtype):
+    A = torch.randn(2, 13, 131)
+    A[:, :, [5, 77]] *= 30
+    A = A.to(dtype)
+    for threshold in (0.0, 6.0):
+        got, ref = emu.int8_vectorwise_quant(A, threshold), REF["int8_vectorwise_quant"](A, threshold)
+        for x, y in zip(got, ref):
+            assert x.dtype == y.dtype and torch.equal(x, y), threshold
+    for K in (128, 131):  # aligned dp4a loads and the byte path
+        a = torch.randint(-128, 128, (3, 67, K), dtype=torch.int8)
+        b = torch.randint(-128, 128, (70, K), dtype=torch.int8)
+        assert torch.equal(emu.int8_linear_matmul(a, b), REF["int8_linear_matmul"](a, b))
+    C = torch.randint(-(2**20), 2**20, (67, 70), dtype=torch.int32)
+    rows, cols, bias = torch.rand(67) * 5, torch.rand(70) * 5, torch.randn(70).to(dtype)
+    for out_dtype, b in ((None, None), (dtype, bias)):
+        got = emu.int8_mm_dequant(C, rows, cols, out_dtype, b)
+        assert torch.equal(got, REF["int8_mm_dequant"](C, rows, cols, out_dtype, b))
+
+
+def _opt_case(optimizer, n, eight_bit, dtype, max_unorm, seed):
+    torch.manual_seed(seed)
+    two, ns1 = optimizer in TWO_STATE_OPTIMIZERS, 2 if optimizer == "ademamix" else 1
+    p, g = torch.randn(n).to(dtype), (torch.randn(n) * 0.1).to(dtype)
+    s1 = torch.randn(ns1, n) * 0.01
+    if optimizer in ("rmsprop", "adagrad"):
+        s1 = s1.abs()
+    s2 = torch.rand(n) * 1e-3 if two else None
+    q1, q2 = code_books.dynamic_map(True), code_books.dynamic_map(False)
+    a1 = a2 = None
+    if eight_bit:
+        parts = [quantize_flat(r, q1, 128) for r in s1]
+        s1, a1 = torch.stack([c for c, _ in parts]), torch.stack([a for _, a in parts])
+        a1 = a1 if ns1 == 2 else a1[0]
+        if two:
+            s2, a2 = quantize_flat(s2, q2, 128)
+    s1 = s1.reshape((2, n) if ns1 == 2 else (n,))
+    return [p, g, s1, s2, a1, a2, q1 if eight_bit else None, q2 if eight_bit else None]
+
+
+HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3, alpha, eps, weight_decay, step
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("eight_bit", [False, True])
+def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit):
+    sizes, dtypes = (3001, 77, 130), (torch.float32, torch.bfloat16, torch.float16)
+    for max_unorm in (0.0, 0.02):
+        cases = [_opt_case(optimizer, n, eight_bit, dt, max_unorm, i) for i, (n, dt) in enumerate(zip(sizes, dtypes))]
+        lists = [[c[i] for c in cases if c[i] is not None] for i in range(6)]  # p, g, s1, s2, absmax1, absmax2
+        mine = [[t.clone() for t in lst] for lst in lists]
+        ref = [[t.clone() for t in lst] for lst in lists]
+        tail = (*cases[0][6:], *HYPER, 0.7, max_unorm, 128)
+        emu.optimizer_step_multi(optimizer, *mine, *tail)
+        REF["optimizer_step_multi"](optimizer, *ref, *tail)
+        for which, (xs, ys) in enumerate(zip(mine, ref)):
+            for x, y in zip(xs, ys):
+                if x.dtype == torch.uint8:  # a requantized state may sit one code away after float rounding
+                    assert (x.int() - y.int()).abs().max() <= 1, (which, max_unorm)
+                    assert (x != y).float().mean() < 0.01, (which, max_unorm)
+                else:
+                    torch.testing.assert_close(x, y, rtol=1e-3 if max_unorm else 1e-5, atol=1e-6, msg=f"list {which}")
+        assert not torch.equal(mine[0][0], lists[0][0])

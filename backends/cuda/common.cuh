@@ -7,7 +7,7 @@
 // differences (dot products).
 #pragma once
 
-#ifndef BNB_HIP
+#if !defined(BNB_HIP) && !defined(BNB_EMULATION)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif

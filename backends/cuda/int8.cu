@@ -45,7 +45,8 @@ __global__ void row_quant_kernel(const void* A, int dtype, const float* row_absm
                                  int8_t* out, int64_t rows, int64_t K, float threshold) {
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const float m = row_absmax[r];
-        const float scale = m > 0.0f ? 127.0f / m : 0.0f;
+        // as the reference's `127.0 / row_absmax`, which torch evaluates as reciprocal(row_absmax) * 127
+        const float scale = m > 0.0f ? (1.0f / m) * 127.0f : 0.0f;
         for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
             int8_t q = 0;
             if (!(threshold > 0.0f && col_flags[k])) {

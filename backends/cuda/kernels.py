@@ -28,7 +28,7 @@ MATMUL_TILE = 64  # rows of A per CUDA block of the int8 matmul (grid.y)
 
 def _device_guard(t: torch.Tensor):
     """Make ``t``'s device current for the call (kernels launch on the current device)."""
-    if t.device.index is None or t.device.index == torch.cuda.current_device():
+    if t.device.type == "cpu" or t.device.index is None or t.device.index == torch.cuda.current_device():
         return contextlib.nullcontext()
     return torch.cuda.device(t.device)
 
@@ -50,6 +50,8 @@ class GpuKernels:
         return {torch.float32: lib.BNB_F32, torch.float16: lib.BNB_F16, torch.bfloat16: lib.BNB_BF16}[dtype]
 
     def _stream(self, t: torch.Tensor):
+        if t.device.type == "cpu":  # the CPU emulation of the kernels (emulate.py) takes no stream
+            return self.library.ffi.NULL
         return self.library.ffi.cast("void *", torch.cuda.current_stream(t.device).cuda_stream)
 
     def _call(self, op: str, t: torch.Tensor, fn_name: str, *args) -> None:
@@ -188,7 +190,9 @@ class GpuKernels:
             return
         device = params[0].device
         # pinned source: the copy is asynchronous and the host allocator keeps the buffer until it is done
-        table = torch.tensor(rows, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
+        table = torch.tensor(rows, dtype=torch.int64)
+        if device.type != "cpu":
+            table = table.pin_memory().to(device, non_blocking=True)
         hp = ffi.new("bnb_optim_params *")
         hp.optimizer = OPTIMIZERS.index(optimizer)
         hp.step, hp.blocksize = step, blocksize

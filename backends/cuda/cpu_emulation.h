@@ -1,0 +1,105 @@
+// CPU emulation of the small CUDA subset the kernels use, so that the unmodified kernel sources run on
+// the CPU as a test oracle of their logic (indexing, packing, rounding, reductions, optimizer math).
+// Force-included by emulate.py, which also rewrites `kernel<<<grid, block, smem, stream>>>(args)` into
+// `emu_launch(kernel, grid, block, smem, stream, args)`. Each CUDA block runs as blockDim.x OS threads
+// (blocks one after another, so __shared__ variables can be function statics); __syncthreads and warp
+// shuffles are barriers. Arithmetic is IEEE float32 without contraction, as nvcc -fmad=false.
+// Not a performance model and not shipped as a backend.
+#pragma once
+#define BNB_EMULATION 1
+
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+#include <algorithm>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+using std::max;
+using std::min;
+
+typedef int cudaError_t;
+typedef void* cudaStream_t;
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100 };
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t e) {
+    return e == 0 ? "no error" : e == 1 ? "invalid argument" : e == 100 ? "no CUDA-capable device is detected"
+                                                                         : "unknown error";
+}
+inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { std::memset(p, v, n); return 0; }
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct uint4 { unsigned x, y, z, w; };
+struct float4 { float x, y, z, w; };
+struct __half { uint16_t bits; };
+
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+struct EmuWarp {
+    std::barrier<> bar{32};
+    float buf[32];
+};
+inline thread_local EmuWarp* emu_warp = nullptr;
+inline thread_local std::barrier<>* emu_block = nullptr;
+
+inline void __syncthreads() { emu_block->arrive_and_wait(); }
+
+inline float __shfl_xor_sync(unsigned, float v, int m) {
+    const int lane = threadIdx.x % 32;
+    emu_warp->buf[lane] = v;
+    emu_warp->bar.arrive_and_wait();
+    const float r = emu_warp->buf[lane ^ m];
+    emu_warp->bar.arrive_and_wait();
+    return r;
+}
+
+inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float __half2float(__half h) { _Float16 v; std::memcpy(&v, &h.bits, 2); return (float)v; }
+inline __half __float2half_rn(float f) { _Float16 v = (_Float16)f; __half h; std::memcpy(&h.bits, &v, 2); return h; }
+inline __half __ushort_as_half(uint16_t b) { return __half{b}; }
+inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
+    return c;
+}
+inline float atomicAdd(float* p, float v) {
+    static std::mutex m;
+    std::lock_guard<std::mutex> lock(m);
+    const float old = *p;
+    *p = old + v;
+    return old;
+}
+
+template <typename... KernelArgs, typename... Args>
+void emu_launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t, cudaStream_t, Args... args) {
+    gridDim = grid;
+    blockDim = block;
+    for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+            std::barrier<> bar(block.x);
+            std::vector<EmuWarp> warps(block.x / 32);
+            std::vector<std::thread> threads;
+            for (unsigned t = 0; t < block.x; ++t)
+                threads.emplace_back([&, t] {
+                    threadIdx = dim3(t);
+                    blockIdx = dim3(bx, by);
+                    emu_block = &bar;
+                    emu_warp = &warps[t / 32];
+                    kernel(args...);
+                });
+            for (auto& th : threads) th.join();
+        }
+}
