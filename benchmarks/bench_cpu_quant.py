@@ -130,13 +130,14 @@ def bench_4bit(b: Bench, bnb) -> None:
     A = torch.randn(4096, 4096).to(torch.bfloat16)
     n = A.numel()
     packed, absmax = kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8)
-    qs = None
+    qs = bnbf = None
     if bnb is not None:
-        _, qs = bnb.functional.quantize_4bit(A, blocksize=64, quant_type="nf4")
+        bnbf = bnb.functional
+        _, qs = bnbf.quantize_4bit(A, blocksize=64, quant_type="nf4")
     b.add("quantize_4bit", "4096x4096 bf16 nf4 bs64", {
         "cpu": lambda: kq.quantize_4bit_cpu(A, 64, "nf4", torch.uint8),
         "reference": lambda: ref_4b.quantize_4bit(A, 64, "nf4", torch.uint8),
-        "bitsandbytes": None if bnb is None else (lambda: bnb.functional.quantize_4bit(A, 64, quant_type="nf4")),
+        "bitsandbytes": None if bnb is None else (lambda: bnbf.quantize_4bit(A, blocksize=64, quant_type="nf4")),
     }, n * 2 + n / 2 + absmax.numel() * 4)  # fmt: skip
     b.add("dequantize_4bit", "4096x4096 bf16 nf4 bs64", {
         "cpu": lambda: kq.dequantize_4bit_cpu(packed.view(-1), absmax, 64, "nf4", [4096, 4096], torch.bfloat16),
