@@ -22,14 +22,19 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 ARCH="$("$PYTHON" -c 'import torch; a, b = torch.cuda.get_device_capability(); print(f"sm_{a}{b}")')"
 
-# 1. build (only this GPU's architecture: fast) into $OUT, used through BNB_API_CUDA_LIB
-log "building libbnb_api_cuda.so for $ARCH"
+# 1. build (only this GPU's architecture: fast) into $OUT, used through BNB_API_CUDA_LIB; a library
+#    built elsewhere (no nvcc on the GPU machine) is used as is when BNB_API_CUDA_LIB names it
 t0=$SECONDS
-if ! "$PYTHON" backends/cuda/build.py --out "$OUT/lib" --arch "$ARCH" > "$OUT/build.log" 2>&1; then
-    cat "$OUT/build.log"; log "FAILED: build"; exit 1
+if [[ -n "${BNB_API_CUDA_LIB:-}" && -f "${BNB_API_CUDA_LIB}" ]]; then
+    log "using the prebuilt $BNB_API_CUDA_LIB (GPU is $ARCH)"
+else
+    log "building libbnb_api_cuda.so for $ARCH"
+    if ! "$PYTHON" backends/cuda/build.py --out "$OUT/lib" --arch "$ARCH" > "$OUT/build.log" 2>&1; then
+        cat "$OUT/build.log"; log "FAILED: build"; exit 1
+    fi
+    export BNB_API_CUDA_LIB="$OUT/lib/libbnb_api_cuda.so"
 fi
 BUILD_S=$((SECONDS - t0))
-export BNB_API_CUDA_LIB="$OUT/lib/libbnb_api_cuda.so"
 if ! "$PYTHON" -c 'import bnb_api' 2>/dev/null; then
     log "bnb_api not installed in $PYTHON: installing the checkout (editable, no deps, no CUDA build)"
     BNB_API_BUILD_CUDA=0 "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" || { log "FAILED: install"; exit 1; }
