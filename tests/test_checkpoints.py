@@ -7,10 +7,12 @@ import pickle
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import bnb_api as bnb
 import bnb_api.functional as F
+
+safetensors_torch = pytest.importorskip("safetensors.torch")
+load_file, save_file = safetensors_torch.load_file, safetensors_torch.save_file
 
 KEYS_4BIT = {"weight", "bias", "weight.absmax", "weight.quant_map"}
 NESTED_KEYS = {"weight.nested_absmax", "weight.nested_quant_map"}

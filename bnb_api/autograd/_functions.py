@@ -130,9 +130,6 @@ class MatMul8bitLt(torch.autograd.Function):
             return _empty_out(A, N)
         b = None if bias is None else bias.to(A.dtype)
         output = _op.int8_mm_outlier(A, state.CB, state.SCB, float(state.threshold), b)
-        if state.threshold > 0 and state.use_pool:
-            _, _, cols = F.int8_vectorwise_quant(A.detach(), state.threshold)
-            state.idx = cols
         ctx.save_for_backward(A if ctx.needs_input_grad[1] else None, None)
         if out is not None:
             return out.copy_(output)
