@@ -87,7 +87,9 @@ def assert_exact(
     bad = (~same).nonzero().reshape(-1)
     if bad.numel():
         i = int(bad[0])
-        hexed = "" if g.dtype.is_floating_point else f" (0x{int(g[i]) & 0xFF:02x} vs 0x{int(w[i]) & 0xFF:02x})"
+        hexed = (
+            f" (0x{int(g[i]) & 0xFF:02x} vs 0x{int(w[i]) & 0xFF:02x})" if g.dtype in (torch.uint8, torch.int8) else ""
+        )
         raise Mismatch(
             f"{op}: {name} differs at {bad.numel()} of {g.numel()} elements; first at "
             f"{_where(i, tuple(got.shape))}: got {_fmt(g[i].item())}, want {_fmt(w[i].item())}{hexed} "

@@ -80,6 +80,8 @@ class Int8LinearMatmul(OpCase):
             E(A_shape=(3, 4099), N=5, values="extreme", layout="contiguous", seed=2),
             E(A_shape=(2, 3, 65), N=31, values="codes", layout="transposed", seed=3),
             E(A_shape=(7, 1031), N=3, values="full", layout="strided", seed=4),
+            E(A_shape=(31, 1), N=2, values="codes", layout="contiguous", seed=5),  # many rows, K not a multiple of 8
+            E(A_shape=(2, 17, 13), N=5, values="full", layout="contiguous", seed=6),
         ]
 
     def build(self, ex, cell, device):
