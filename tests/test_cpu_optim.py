@@ -279,7 +279,8 @@ def test_nearest_code_search_is_exact(isa):
     """The requantization search against the reference bucketize: random values, exact midpoints (ties go
     to the lower index), codes themselves, +-1, 0, and non-finite values (any code, never out of bounds)."""
     gen = torch.Generator().manual_seed(1)
-    for q in (SIGNED, UNSIGNED, torch.sort(torch.rand(256, generator=gen) * 2 - 1).values):
+    dense = torch.cat([-torch.ones(1), 0.5 + 1e-4 * torch.arange(255.0)])  # too dense for the bucket table
+    for q in (SIGNED, UNSIGNED, torch.sort(torch.rand(256, generator=gen) * 2 - 1).values, dense):
         mid = (q[:-1] + q[1:]) * 0.5
         x = torch.cat([torch.rand(20011, generator=gen) * 2 - 1, mid, q, torch.nextafter(mid, mid + 1),
                        torch.nextafter(mid, mid - 1), torch.tensor([-1.0, 1.0, 0.0, -0.0, 1e-30, -1e-30])])  # fmt: skip

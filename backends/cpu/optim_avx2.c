@@ -150,6 +150,45 @@ BNBO_INLINE void v_store_quant(uint8_t *c, vf x, int cnt, const vq *q) {
     memcpy(c, tmp, (size_t)cnt);
 }
 
+/* The bucket-table search (bnbo_qtab.lut): order-preserving key, one gather, one correction. */
+typedef struct {
+    __m256i lo, hi, b0, lowmask;
+    __m128i shift;
+    const uint32_t *lut;
+} vql;
+
+BNBO_INLINE vql v_qprep_lut(const bnbo_qtab *t) {
+    vql q;
+    q.lo = _mm256_set1_epi32((int)t->lut_lo);
+    q.hi = _mm256_set1_epi32((int)t->lut_hi);
+    q.b0 = _mm256_set1_epi32((int)t->lut_b0);
+    q.lowmask = _mm256_set1_epi32((int)((1u << t->lut_shift) - 1u));
+    q.shift = _mm_cvtsi32_si128(t->lut_shift);
+    q.lut = t->lut;
+    return q;
+}
+
+BNBO_INLINE void v_store_quant_lut(uint8_t *c, vf x, int cnt, const vql *q) {
+    const __m256i b = _mm256_castps_si256(_mm256_add_ps(x, _mm256_setzero_ps())); /* -0 -> +0 */
+    __m256i key = _mm256_xor_si256(b, _mm256_or_si256(_mm256_srai_epi32(b, 31), _mm256_set1_epi32(INT32_MIN)));
+    key = _mm256_min_epu32(_mm256_max_epu32(key, q->lo), q->hi);
+    const __m256i bucket = _mm256_sub_epi32(_mm256_srl_epi32(key, q->shift), q->b0);
+    const __m256i e = _mm256_i32gather_epi32((const int *)q->lut, bucket, 4);
+    /* thresholds and low bits are < 2^20: a signed compare is exact */
+    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(key, q->lowmask), _mm256_srli_epi32(e, 8));
+    const __m256i code = _mm256_sub_epi32(_mm256_and_si256(e, _mm256_set1_epi32(255)), up);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+    const __m128i bytes = _mm_packus_epi16(w, w);
+    if (cnt >= VW) {
+        _mm_storel_epi64((__m128i *)c, bytes);
+        return;
+    }
+    uint8_t tmp[16];
+    _mm_storeu_si128((__m128i *)tmp, bytes);
+    memcpy(c, tmp, (size_t)cnt);
+}
+
+#define BNBO_HAS_LUT 1
 #include "optim_kernel.h"
 
 #if defined(__clang__)

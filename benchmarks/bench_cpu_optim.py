@@ -1,0 +1,124 @@
+"""AdamW steps on the cpu: the native fused kernels against torch, the reference and bitsandbytes.
+
+``python benchmarks/bench_cpu_optim.py [--quick] [--json out.json]``
+
+Rows: AdamW 8-bit (blockwise 256, dynamic maps) and 32-bit steps on 64M float32 parameters (8M with
+``--quick``) through ``torch.ops.bnb_api.optimizer_step`` with the cpu backend and with the reference
+backend, ``torch.optim.AdamW(fused=True)`` (32-bit states), and ``bitsandbytes.optim.AdamW8bit`` when it
+is importable. GB/s counts the bytes a step must move: 8-bit p r/w + g + 2 codes r/w = 16 B/param; 32-bit
+p, m, v r/w + g = 28 B/param. % BW is against the DRAM read bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Row, bench, bnb_available, dram_read_bandwidth, print_table, write_json  # noqa: E402
+
+from bnb_api.core import codes, registry  # noqa: E402
+
+HP = dict(lr=1e-3, beta1=0.9, beta2=0.999, beta3=0.0, alpha=0.0, eps=1e-8, weight_decay=1e-2)
+BYTES_8BIT = 4 + 4 + 4 + 2 + 2  # p read + write, g read, 2 states of 1 byte read + write
+BYTES_32BIT = 4 + 4 + 4 + 16  # p read + write, g read, m and v read + write
+
+
+def _states(n: int, eight_bit: bool, blocksize: int = 256):
+    if not eight_bit:
+        return dict(state1=torch.zeros(n), state2=torch.zeros(n), absmax1=None, absmax2=None, qmap1=None, qmap2=None)
+    nb = -(-n // blocksize)
+    q1, q2 = codes.dynamic_map(signed=True), codes.dynamic_map(signed=False)
+    return dict(state1=torch.full((n,), int(torch.argmin(q1.abs())), dtype=torch.uint8),
+                state2=torch.zeros(n, dtype=torch.uint8), absmax1=torch.zeros(nb), absmax2=torch.zeros(nb), qmap1=q1,
+                qmap2=q2)  # fmt: skip
+
+
+def bnb_api_step(backend: str, p: torch.Tensor, g: torch.Tensor, eight_bit: bool):
+    """A closure stepping AdamW through the op with ``backend`` forced (step counter advances)."""
+    st = _states(p.numel(), eight_bit)
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        with registry.use_backend(backend):
+            torch.ops.bnb_api.optimizer_step("adamw", p, g, st["state1"], st["state2"], st["absmax1"], st["absmax2"],
+                                             st["qmap1"], st["qmap2"], step=counter[0], gnorm_scale=1.0,
+                                             max_unorm=0.0, blocksize=256, **HP)  # fmt: skip
+
+    return step
+
+
+def torch_fused_step(p: torch.Tensor, g: torch.Tensor):
+    param = torch.nn.Parameter(p.clone())
+    param.grad = g.clone()
+    opt = torch.optim.AdamW([param], lr=HP["lr"], betas=(HP["beta1"], HP["beta2"]), eps=HP["eps"],
+                            weight_decay=HP["weight_decay"], fused=True)  # fmt: skip
+    return opt.step
+
+
+def bnb_step(p: torch.Tensor, g: torch.Tensor):
+    import bitsandbytes as bnb
+
+    param = torch.nn.Parameter(p.clone())
+    param.grad = g.clone()
+    opt = bnb.optim.AdamW8bit([param], lr=HP["lr"], betas=(HP["beta1"], HP["beta2"]), eps=HP["eps"],
+                              weight_decay=HP["weight_decay"])  # fmt: skip
+    return opt.step
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8M parameters, fewer repeats")
+    parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--no-reference", action="store_true", help="skip the (slow) reference rows")
+    args = parser.parse_args(argv)
+
+    n = (8 if args.quick else 64) << 20
+    repeat = 3 if args.quick else 7
+    label = f"{n >> 20}M fp32"
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(n, generator=gen) * 0.02
+    g = torch.randn(n, generator=gen) * 1e-3
+    bw = dram_read_bandwidth(repeat=3 if args.quick else 5)
+    print(f"DRAM read bandwidth (measured now): {bw:.1f} GB/s; threads: {torch.get_num_threads()}")
+
+    from bnb_api.backends.cpu import kernels_optim
+
+    isa = kernels_optim.isa()
+    rows: list[Row] = []
+
+    def add(impl: str, fn, bytes_per_param: int, note: str = "", rep: int = repeat) -> Row:
+        t = bench(fn, repeat=rep, warmup=1, max_seconds=20.0)["best"]
+        gbps = n * bytes_per_param / t / 1e9
+        row = Row("adamw step", label, impl, t, gbps, 100 * gbps / bw, note=note)
+        rows.append(row)
+        return row
+
+    native8 = add("bnb_api cpu 8-bit", bnb_api_step("cpu", p.clone(), g, True), BYTES_8BIT, f"{isa}, blocksize 256")
+    native32 = add("bnb_api cpu 32-bit", bnb_api_step("cpu", p.clone(), g, False), BYTES_32BIT, isa)
+    fused = add("torch AdamW(fused=True)", torch_fused_step(p, g), BYTES_32BIT, "32-bit states")
+    baselines = {"torch fused": fused.seconds}
+    if not args.no_reference:
+        ref8 = add("reference 8-bit", bnb_api_step("reference", p.clone(), g, True), BYTES_8BIT, rep=2)
+        ref32 = add("reference 32-bit", bnb_api_step("reference", p.clone(), g, False), BYTES_32BIT, rep=2)
+        native8.ratios["reference"] = ref8.seconds / native8.seconds
+        native32.ratios["reference"] = ref32.seconds / native32.seconds
+    if bnb_available():
+        bnb_row = add("bitsandbytes AdamW8bit", bnb_step(p, g), BYTES_8BIT, "0.50.2 cpu", rep=2)
+        baselines["bitsandbytes 8-bit"] = bnb_row.seconds
+    for row in (native8, native32):
+        for name, secs in baselines.items():
+            row.ratios[name] = secs / row.seconds
+
+    print_table(f"AdamW step on {label} parameters (x = baseline time / this time)", rows)
+    if args.json:
+        write_json(args.json, "bench_cpu_optim", rows, {"dram_read_gbps": bw, "isa": isa, "params": n})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
