@@ -11,7 +11,7 @@ every buffer length to C and checks the return code. The formulas are those of
 :mod:`bnb_api.core.reference.optim`, evaluated in float32 operation by operation.
 
 The native library loads lazily at the first call. The instruction set is chosen at load (AVX-512,
-AVX2 or portable C); ``BNB_API_CPU_ISA=generic|avx2|avx512`` or :func:`forced_isa` caps it (tests use
+AVX2 or portable C); ``BNB_API_CPU_ISA=generic|avx2|avx512|avx512vbmi`` or :func:`forced_isa` caps it (tests use
 the portable ``generic`` path as the oracle of the SIMD paths).
 """
 
@@ -27,7 +27,7 @@ import torch
 from bnb_api.core.errors import BnbTypeError, BnbUnavailableError, BnbValueError
 from bnb_api.core.ops import OPTIMIZERS, TWO_STATE_OPTIMIZERS
 
-ISA_NAMES = ("generic", "avx2", "avx512")
+ISA_NAMES = ("generic", "avx2", "avx512", "avx512vbmi")
 ISA_ENV = "BNB_API_CPU_ISA"
 OPS = ("optimizer_step", "optimizer_step_multi")
 
@@ -90,7 +90,7 @@ def _set_isa_locked(name: str) -> str:
 
 
 def set_isa(name: str) -> str:
-    """Cap the instruction set ('generic', 'avx2', 'avx512') at ``name``; returns the one now active."""
+    """Cap the instruction set (one of :data:`ISA_NAMES`) at ``name``; returns the one now active."""
     _load()
     return _set_isa_locked(name)
 

@@ -43,6 +43,7 @@
 #define BNBO_ISA_GENERIC 0
 #define BNBO_ISA_AVX2 1
 #define BNBO_ISA_AVX512 2
+#define BNBO_ISA_AVX512VBMI 3 /* AVX-512 plus VBMI byte permutes (code-book lookups without gathers) */
 
 #define BNBO_QMAP_SIZE 256
 #define BNBO_MIN_BLOCKSIZE 64

@@ -122,6 +122,16 @@ BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
     return _mm256_i32gather_ps(code, v_load_idx(c, cnt), 4);
 }
 
+/* Block dequantization: out[i] = code[c[i]] * absmax (gathers from the 1 KiB code book). */
+BNBO_INLINE void v_dequant(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t len, float am,
+                           float *out) {
+    (void)job;
+    const vf a = v_set1(am);
+    int64_t i = 0;
+    for (; i + VW <= len; i += VW) v_store_f32(out + i, v_mul(v_load_codes(c + i, VW, t->code), a), VW);
+    if (i < len) v_store_f32(out + i, v_mul(v_load_codes(c + i, (int)(len - i), t->code), a), (int)(len - i));
+}
+
 typedef struct {
     const float *mid;
 } vq;

@@ -24,8 +24,10 @@ int bnbo_isa_detected(void) {
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
             isa = BNBO_ISA_AVX2;
             if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
                 isa = BNBO_ISA_AVX512;
+                if (__builtin_cpu_supports("avx512vbmi")) isa = BNBO_ISA_AVX512VBMI;
+            }
         }
 #endif
         g_detected = isa;
@@ -39,7 +41,7 @@ int bnbo_isa_active(void) {
 }
 
 int bnbo_set_isa(int isa) {
-    if (isa < BNBO_ISA_GENERIC || isa > BNBO_ISA_AVX512) return BNBO_EINVAL;
+    if (isa < BNBO_ISA_GENERIC || isa > BNBO_ISA_AVX512VBMI) return BNBO_EINVAL;
     const int det = bnbo_isa_detected();
     g_active = isa < det ? isa : det;
     return g_active;
@@ -56,6 +58,7 @@ int bnbo_openmp_max_threads(void) {
 static bnbo_chunk_fn chunk_fn(void) {
 #if BNBO_X86
     switch (bnbo_isa_active()) {
+    case BNBO_ISA_AVX512VBMI:
     case BNBO_ISA_AVX512: return bnbo_chunk_avx512;
     case BNBO_ISA_AVX2: return bnbo_chunk_avx2;
     default: break;
@@ -67,6 +70,7 @@ static bnbo_chunk_fn chunk_fn(void) {
 static bnbo_search_fn search_fn(void) {
 #if BNBO_X86
     switch (bnbo_isa_active()) {
+    case BNBO_ISA_AVX512VBMI:
     case BNBO_ISA_AVX512: return bnbo_search_avx512;
     case BNBO_ISA_AVX2: return bnbo_search_avx2;
     default: break;
@@ -122,6 +126,10 @@ static void build_qtab(bnbo_qtab *t, const float *q, int with_lut) {
     for (int j = 0; j < 16; j++)
         for (int h = 0; h < 16; h++) t->col[j][h] = t->mid[16 * h + j];
     memcpy(t->code, q, sizeof(t->code));
+    for (int i = 0; i < 256; i++) {
+        const uint32_t u = bnbo_f2u(q[i]);
+        for (int k = 0; k < 4; k++) t->planes[k][i] = (uint8_t)(u >> (8 * k));
+    }
     t->lut = NULL;
     if (with_lut && bnbo_isa_active() != BNBO_ISA_GENERIC) build_lut(t);
 }
@@ -143,8 +151,8 @@ static void make_consts(bnbo_consts *k, const bnbo_hparams *h) {
     k->omb1 = (float)(1.0 - h->beta1);
     k->omb2 = (float)(1.0 - h->beta2);
     k->omb3 = (float)(1.0 - h->beta3);
-    k->c1 = (float)(1.0 - pow(h->beta1, (double)h->step));
-    k->c2 = (float)(1.0 - pow(h->beta2, (double)h->step));
+    k->rc1 = 1.0f / (float)(1.0 - pow(h->beta1, (double)h->step));
+    k->rc2 = 1.0f / (float)(1.0 - pow(h->beta2, (double)h->step));
     k->alpha = (float)h->alpha;
     k->eps = (float)h->eps;
     k->decay = (float)(1.0 - h->lr * h->weight_decay);
@@ -250,6 +258,7 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
     job.dtype = dtype;
     job.eight_bit = eight_bit;
     job.blocksize = blocksize;
+    job.vbmi = bnbo_isa_active() >= BNBO_ISA_AVX512VBMI;
     make_consts(&job.k, h);
 
     tabs = (bnbo_qtab *)aligned_alloc(64, 2 * sizeof(bnbo_qtab));
@@ -302,7 +311,7 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
         {
             float *scratch = NULL;
             int ok = 1;
-            if (scratch_floats && pass == BNBO_MODE_APPLY) {
+            if (scratch_floats) {
                 scratch = (float *)aligned_alloc(64, (size_t)scratch_floats * sizeof(float));
                 ok = scratch != NULL;
                 if (!ok) {

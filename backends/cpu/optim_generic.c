@@ -54,6 +54,13 @@ BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
     return code[*c];
 }
 
+/* Block dequantization: out[i] = code[c[i]] * absmax. */
+BNBO_INLINE void v_dequant(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t len, float am,
+                           float *out) {
+    (void)job;
+    for (int64_t i = 0; i < len; i++) out[i] = t->code[c[i]] * am;
+}
+
 typedef struct {
     const float *mid;
 } vq;

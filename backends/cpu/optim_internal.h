@@ -23,7 +23,7 @@ typedef struct {
     float wd;         /* float(weight_decay): coupled decay g += wd * p */
     float b1, b2, b3; /* float(beta) */
     float omb1, omb2, omb3; /* float(1 - beta) */
-    float c1, c2;     /* float(1 - beta1**step), float(1 - beta2**step) */
+    float rc1, rc2;   /* 1 / float(1 - beta1**step), 1 / float(1 - beta2**step), rounded to float32 */
     float alpha, eps;
     float decay;      /* float(1 - lr * weight_decay): decoupled decay p *= decay */
     int coupled_wd;   /* optimizer adds wd * p to g and weight_decay > 0 */
@@ -38,6 +38,7 @@ typedef struct {
     float split[16] BNBO_ALIGN64;
     float col[16][16] BNBO_ALIGN64;
     float code[256] BNBO_ALIGN64;
+    uint8_t planes[4][256] BNBO_ALIGN64; /* byte k of code[i] (little endian): the VBMI lookup tables */
     /* Optional bucket table of the SIMD search (NULL when the code book is too dense for it): the
      * order-preserving integer key of x (bnbo_fkey) clamped to [lut_lo, lut_hi] selects bucket
      * (key >> lut_shift) - lut_b0; entry = base | thr << 8 with base = number of midpoints below the
@@ -72,6 +73,7 @@ typedef struct {
     int dtype;
     int eight_bit;
     int nstates;
+    int vbmi; /* AVX-512 kernels may use VBMI byte permutes */
     int64_t blocksize;
     bnbo_consts k;
     const bnbo_qtab *tab[3];

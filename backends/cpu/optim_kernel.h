@@ -10,7 +10,9 @@
  * the code book has a table (bnbo_qtab.lut); both searches return the same codes.
  *
  * Every formula follows core/reference/optim.py operation by operation (each torch op rounds to float32;
- * the build disables FMA contraction), so all three instantiations compute identical values.
+ * the build disables FMA contraction), so all three instantiations compute identical values. One
+ * deliberate difference: the bias corrections divide by multiplying with float32 reciprocals (the update
+ * u, never a state, may differ from the reference by an ulp).
  */
 #include <float.h>
 
@@ -32,15 +34,15 @@ BNBO_INLINE vf KNAME(k_direction)(const int fam, const bnbo_consts *k, vf p, vf 
     case BNBO_FAM_ADAM: {
         *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
         *s1 = v_add(v_mul(*s1, v_set1(k->b2)), v_mul(v_mul(v_set1(k->omb2), g), g));
-        const vf den = v_add(v_sqrt(v_div(*s1, v_set1(k->c2))), v_set1(k->eps));
-        return v_div(v_div(*s0, v_set1(k->c1)), den);
+        const vf den = v_add(v_sqrt(v_mul(*s1, v_set1(k->rc2))), v_set1(k->eps));
+        return v_div(v_mul(*s0, v_set1(k->rc1)), den);
     }
     case BNBO_FAM_ADEMAMIX: {
         *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
         *s1 = v_add(v_mul(*s1, v_set1(k->b3)), v_mul(v_set1(k->omb3), g));
         *s2 = v_add(v_mul(*s2, v_set1(k->b2)), v_mul(v_mul(v_set1(k->omb2), g), g));
-        const vf num = v_add(v_div(*s0, v_set1(k->c1)), v_mul(v_set1(k->alpha), *s1));
-        return v_div(num, v_add(v_sqrt(v_div(*s2, v_set1(k->c2))), v_set1(k->eps)));
+        const vf num = v_add(v_mul(*s0, v_set1(k->rc1)), v_mul(v_set1(k->alpha), *s1));
+        return v_div(num, v_add(v_sqrt(v_mul(*s2, v_set1(k->rc2))), v_set1(k->eps)));
     }
     case BNBO_FAM_MOMENTUM:
         *s0 = k->first_step ? g : v_add(v_mul(*s0, v_set1(k->b1)), g);
@@ -106,16 +108,15 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
     }
 }
 
-/* cnt (<= VW) elements at offset i of the block starting at b0 of an 8-bit-state parameter. */
+/* cnt (<= VW) elements at offset i of the block starting at b0 of an 8-bit-state parameter; the block's
+ * dequantized states are in scratch (state j at scratch + j * blocksize) and are replaced by the new ones. */
 BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *job, const bnbo_consts *k,
-                                 const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, const float *am, int mode,
+                                 const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, int mode,
                                  float lr_s, float *scratch, vf *au, vf *ap, vf *mx) {
     const int ns = BNBO_FAM_NSTATES(fam);
     const int64_t bs = job->blocksize;
     vf s[3];
-    for (int j = 0; j < 3; j++)
-        s[j] = j < ns ? v_keep(v_mul(v_load_codes(sg->c[j] + b0 + i, cnt, job->tab[j]->code), v_set1(am[j])), cnt)
-                      : v_set1(0.0f);
+    for (int j = 0; j < 3; j++) s[j] = j < ns ? v_load_f32(scratch + j * bs + i, cnt) : v_set1(0.0f);
     vf p = v_load_dt(dt, sg->p, b0 + i, cnt);
     const vf g = v_load_dt(dt, sg->g, b0 + i, cnt);
     vf u = KNAME(k_direction)(fam, k, p, g, &s[0], &s[1], &s[2]);
@@ -169,15 +170,14 @@ BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *jo
     for (int64_t b0 = lo; b0 < hi; b0 += bs) {
         const int64_t len = hi - b0 < bs ? hi - b0 : bs;
         const int64_t blk = b0 / bs;
-        float am[3] = {0.0f, 0.0f, 0.0f};
-        for (int j = 0; j < ns; j++) am[j] = sg->am[j][blk];
+        for (int j = 0; j < ns; j++) v_dequant(job, job->tab[j], sg->c[j] + b0, len, sg->am[j][blk], scratch + j * bs);
         vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
         vf au = v_set1(0.0f), ap = v_set1(0.0f);
         int64_t i = 0;
         for (; i + VW <= len; i += VW)
-            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, am, mode, lr_s, scratch, &au, &ap, mx);
+            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch, &au, &ap, mx);
         if (i < len)
-            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), am, mode, lr_s, scratch, &au, &ap, mx);
+            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), mode, lr_s, scratch, &au, &ap, mx);
         if (mode == BNBO_MODE_NORM) {
             acc[0] += v_hsum(au);
             acc[1] += v_hsum(ap);
