@@ -41,7 +41,7 @@ class Limits:
     bench_repeat: int
 
 
-QUICK = Limits(max_numel=70_000, max_examples=4, bench_numel=1 << 16, bench_repeat=3)
+QUICK = Limits(max_numel=40_000, max_examples=3, bench_numel=1 << 16, bench_repeat=3)
 FULL = Limits(max_numel=1_100_000, max_examples=40, bench_numel=1 << 22, bench_repeat=10)
 
 
