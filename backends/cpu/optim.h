@@ -47,7 +47,7 @@
 
 #define BNBO_QMAP_SIZE 256
 #define BNBO_MIN_BLOCKSIZE 64
-#define BNBO_PARALLEL_MIN_WORK 65536
+#define BNBO_PARALLEL_MIN_WORK 32768
 
 /* Hyper-parameters as the op receives them (Python floats = double); the kernels round each derived
  * constant to float32 exactly where torch does (e.g. float(1 - beta1), float(1 - beta1**step)). */
