@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from bnb_api.core import registry
+from bnb_api.core import ops, registry
 
 NAME = "cpu"
 PRIORITY = 100
@@ -29,9 +29,30 @@ def _families() -> list:
 
 
 def _probe() -> str | None:
-    """None when every native kernel family loads, else why not (lazy: runs at first dispatch)."""
-    errors = [err for fam in _families() if (err := fam.load_error())]
-    return "; ".join(errors) or None
+    """None when some native kernel family loads, else why none does (lazy: runs at first dispatch).
+
+    A family whose library fails alone is reported by its kernels' ``supports`` (see ``_guard``)."""
+    families = _families()
+    errors = [err for fam in families if (err := fam.load_error())]
+    return "; ".join(errors) if families and len(errors) == len(families) else None
+
+
+def _guard(family) -> None:
+    """Make every kernel of ``family`` decline calls (with the load error) when its library is missing."""
+    for op in ops.OP_NAMES:
+        for kernel in registry.kernels(op, "cpu"):
+            if kernel.backend != NAME or kernel.fn.__module__ != family.__name__:
+                continue
+            inner = kernel.supports
+
+            def supports(*args, _inner=inner, **call):
+                err = family.load_error()
+                if err:
+                    return f"native library not loaded: {err}"
+                return True if _inner is None else _inner(*args, **call)
+
+            registry.register_kernel(op, NAME, "cpu", kernel.fn, priority=kernel.priority, kind=kernel.kind,
+                                     supports=supports)  # fmt: skip
 
 
 def register() -> None:
@@ -39,3 +60,4 @@ def register() -> None:
     registry.register_backend(NAME, ("cpu",), probe=_probe, description="C kernels: AVX-512 / AVX2 / portable, OpenMP")
     for fam in _families():
         fam.register_kernels(NAME)
+        _guard(fam)

@@ -74,7 +74,11 @@ def load_error() -> str | None:
     return None
 
 
+ISA_ALIASES = {"avx512vbmi": "avx512"}  # finer levels of other kernel families cap at our best
+
+
 def _set_isa_locked(name: str) -> str:
+    name = ISA_ALIASES.get(name, name)
     if name not in ISA_NAMES:
         raise BnbValueError(f"{ISA_ENV}/set_isa: isa={name!r} is not known; expected one of {ISA_NAMES}")
     lib = _state["lib"]
@@ -395,7 +399,8 @@ def int8_linear_matmul_cpu(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     K = A.shape[-1]
     N = B.shape[0]
     A2 = A.reshape(math.prod(A.shape[:-1]), K)
-    if A2.shape[0] <= INT8_NATIVE_MAX_ROWS or A2.shape[0] == 0 or K == 0 or N == 0:
+    # torch._int_mm on cpu returns wrong sums unless K and N are multiples of 8 (found by the conformance suite)
+    if A2.shape[0] <= INT8_NATIVE_MAX_ROWS or K % 8 or N % 8 or K == 0 or N == 0:
         out = _int8_mm_native(A2, B)
     else:
         out = torch._int_mm(A2, B.t())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,7 +18,7 @@ def int8_vectorwise_quant(A: torch.Tensor, threshold: float = 0.0) -> tuple[torc
     holding one is an outlier column and is zeroed in the codes.
     """
     K = A.shape[-1]
-    x = A.reshape(-1, K).float()
+    x = A.reshape(math.prod(A.shape[:-1]), K).float()
     outlier_cols = torch.empty(0, dtype=torch.int64, device=A.device)
     if threshold > 0:
         is_outlier = x.abs() >= threshold
@@ -39,7 +40,7 @@ def int8_linear_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     K is cut into chunks of 1024 whose float32 products are exact; the chunk sums add up in int32.
     """
     K = A.shape[-1]
-    a = A.reshape(-1, K)
+    a = A.reshape(math.prod(A.shape[:-1]), K)
     out = torch.zeros((a.shape[0], B.shape[0]), dtype=torch.int32, device=A.device)
     for k0 in range(0, K, _EXACT_CHUNK):
         part = a[:, k0 : k0 + _EXACT_CHUNK].float() @ B[:, k0 : k0 + _EXACT_CHUNK].float().T
