@@ -17,14 +17,15 @@ def _extend_path_in_source_checkout(path: list[str]) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     if os.path.isdir(os.path.join(here, "core")):
         return  # an installed copy: everything is inside
-    try:
-        from importlib.metadata import distribution
+    import sys
 
-        installed = os.path.dirname(str(distribution("bnb_api").locate_file("bnb_api/core/__init__.py")))
-        installed = os.path.dirname(installed)
-    except Exception:
-        installed = ""
-    if installed and os.path.isdir(os.path.join(installed, "core")) and installed != here:
+    installed = ""
+    for entry in sys.path:  # an installed copy elsewhere on the path (site-packages), if any
+        candidate = os.path.join(os.path.abspath(entry or "."), "bnb_api")
+        if candidate != here and os.path.isfile(os.path.join(candidate, "core", "__init__.py")):
+            installed = candidate
+            break
+    if installed:
         path.append(installed)
     else:
         path.append(os.path.dirname(here))
