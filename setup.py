@@ -140,10 +140,6 @@ setup(
                  "peft>=0.10", "accelerate", "bitsandbytes==0.50.2"],
         "hf": ["transformers>=4.40", "peft>=0.10", "safetensors>=0.4", "accelerate"],
     },
-    entry_points={
-        "console_scripts": ["bnb-api=bnb_api.__main__:main"],
-        # inert unless a backend is chosen (--bnb-backend / BNB_API_CONFORMANCE_BACKEND)
-        "pytest11": ["bnb_api_conformance = bnb_api.conformance.plugin"],
-    },
+    entry_points={"console_scripts": ["bnb-api=bnb_api.__main__:main"]},
     zip_safe=False,
 )
