@@ -17,104 +17,29 @@ the portable ``generic`` path as the oracle of the SIMD paths).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-from collections.abc import Iterator
-
 import torch
 
-from bnb_api.core.errors import BnbTypeError, BnbUnavailableError, BnbValueError
+from bnb_api.backends.cpu.native import NativeFamily
+from bnb_api.core.errors import BnbTypeError, BnbValueError
 from bnb_api.core.ops import OPTIMIZERS, TWO_STATE_OPTIMIZERS
 
 ISA_NAMES = ("generic", "avx2", "avx512", "avx512vbmi")
-ISA_ENV = "BNB_API_CPU_ISA"
 OPS = ("optimizer_step", "optimizer_step_multi")
 
-_lock = threading.Lock()
-_state: dict = {}
+
+def _check_ids(lib) -> None:
+    ids = [getattr(lib, f"BNBO_{name.upper()}") for name in OPTIMIZERS]
+    if ids != list(range(len(OPTIMIZERS))):
+        raise BnbValueError(f"optim.h optimizer ids {ids} do not follow ops.OPTIMIZERS {OPTIMIZERS}")
 
 
-# --------------------------------------------------------------------------------------------------
-# loading, dispatch level
-# --------------------------------------------------------------------------------------------------
-
-
-def _load():
-    """(ffi, lib) of the native module, or raises BnbUnavailableError with the reason."""
-    if "lib" not in _state:
-        with _lock:
-            if "lib" not in _state and "error" not in _state:
-                try:
-                    from bnb_api.backends.cpu import _optim_lib
-
-                    ffi, lib = _optim_lib.ffi, _optim_lib.lib
-                    ids = [getattr(lib, f"BNBO_{name.upper()}") for name in OPTIMIZERS]
-                    if ids != list(range(len(OPTIMIZERS))):
-                        raise BnbValueError(f"optim.h optimizer ids {ids} do not follow ops.OPTIMIZERS {OPTIMIZERS}")
-                    _state["ffi"], _state["lib"] = ffi, lib
-                    forced = os.environ.get(ISA_ENV)
-                    if forced:
-                        _set_isa_locked(forced)
-                except BnbValueError as exc:
-                    _state.pop("lib", None)
-                    _state["error"] = str(exc)
-                except ImportError as exc:
-                    _state["error"] = (
-                        f"native optimizer library not built ({exc}); run `python backends/cpu/build_optim.py` "
-                        "or reinstall with a C compiler"
-                    )
-    if "error" in _state:
-        raise BnbUnavailableError(f"cpu optimizer kernels: {_state['error']}")
-    return _state["ffi"], _state["lib"]
-
-
-def load_error() -> str | None:
-    """None when the native optimizer library loads, else one line saying why not."""
-    try:
-        _load()
-    except BnbUnavailableError as exc:
-        return str(exc)
-    return None
-
-
-def _isa_name(lib, level: int) -> str:
-    return next(n for n in ISA_NAMES if getattr(lib, f"BNBO_ISA_{n.upper()}") == level)
-
-
-def _set_isa_locked(name: str) -> str:
-    if name not in ISA_NAMES:
-        raise BnbValueError(f"{ISA_ENV}/set_isa: isa={name!r} is not known; expected one of {ISA_NAMES}")
-    lib = _state["lib"]
-    return _isa_name(lib, lib.bnbo_set_isa(getattr(lib, f"BNBO_ISA_{name.upper()}")))
-
-
-def set_isa(name: str) -> str:
-    """Cap the instruction set (one of :data:`ISA_NAMES`) at ``name``; returns the one now active."""
-    _load()
-    return _set_isa_locked(name)
-
-
-def isa() -> str:
-    """The instruction set the optimizer kernels use now."""
-    lib = _load()[1]
-    return _isa_name(lib, lib.bnbo_isa_active())
-
-
-def isa_detected() -> str:
-    """The best instruction set this CPU runs (what :func:`isa` is without a cap)."""
-    lib = _load()[1]
-    return _isa_name(lib, lib.bnbo_isa_detected())
-
-
-@contextlib.contextmanager
-def forced_isa(name: str) -> Iterator[str]:
-    """Within the block the optimizer kernels use at most ``name`` (e.g. 'generic', the portable oracle)."""
-    previous = isa()
-    try:
-        yield set_isa(name)
-    finally:
-        set_isa(previous)
+_NATIVE = NativeFamily("optimizer", "_optim_lib", "build_optim.py", "bnbo", ISA_NAMES, validate=_check_ids)
+_load = _NATIVE.load
+load_error = _NATIVE.load_error
+set_isa = _NATIVE.set_isa
+isa = _NATIVE.isa
+isa_detected = _NATIVE.isa_detected
+forced_isa = _NATIVE.forced_isa
 
 
 # --------------------------------------------------------------------------------------------------

@@ -13,102 +13,26 @@ the portable ``generic`` path as the oracle of the SIMD paths).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import threading
-from collections.abc import Iterator
 
 import torch
 
+from bnb_api.backends.cpu.native import NativeFamily
 from bnb_api.core import codes as code_books
 from bnb_api.core.errors import BnbUnavailableError, BnbValueError
 from bnb_api.core.reference.fourbit import sorted_code_4bit
 
 ISA_NAMES = ("generic", "avx2", "avx512")
-ISA_ENV = "BNB_API_CPU_ISA"
 INT8_NATIVE_MAX_ROWS = 16
 """int8_linear_matmul: up to this many rows of A the VNNI kernel runs, above it ``torch._int_mm``
 (oneDNN) is faster on the development machine (benchmarks/bench_cpu_quant.py measures both)."""
 
-_lock = threading.Lock()
-_state: dict = {}
-
-
-# --------------------------------------------------------------------------------------------------
-# loading, dispatch level, features
-# --------------------------------------------------------------------------------------------------
-
-
-def _load():
-    """(ffi, lib) of the native module, or raises BnbUnavailableError with the reason."""
-    if "lib" not in _state:
-        with _lock:
-            if "lib" not in _state and "error" not in _state:
-                try:
-                    from bnb_api.backends.cpu import _quant_lib
-
-                    _state["ffi"], _state["lib"] = _quant_lib.ffi, _quant_lib.lib
-                    forced = os.environ.get(ISA_ENV)
-                    if forced:
-                        _set_isa_locked(forced)
-                except BnbValueError as exc:
-                    _state.pop("lib", None)
-                    _state["error"] = str(exc)
-                except ImportError as exc:
-                    _state["error"] = (
-                        f"native quant library not built ({exc}); run `python backends/cpu/build_quant.py` "
-                        "or reinstall with a C compiler"
-                    )
-    if "error" in _state:
-        raise BnbUnavailableError(f"cpu quant kernels: {_state['error']}")
-    return _state["ffi"], _state["lib"]
-
-
-def load_error() -> str | None:
-    """None when the native quant library loads, else one line saying why not."""
-    try:
-        _load()
-    except BnbUnavailableError as exc:
-        return str(exc)
-    return None
-
-
-ISA_ALIASES = {"avx512vbmi": "avx512"}  # finer levels of other kernel families cap at our best
-
-
-def _set_isa_locked(name: str) -> str:
-    name = ISA_ALIASES.get(name, name)
-    if name not in ISA_NAMES:
-        raise BnbValueError(f"{ISA_ENV}/set_isa: isa={name!r} is not known; expected one of {ISA_NAMES}")
-    lib = _state["lib"]
-    return _isa_name(lib, lib.bnbq_set_isa(getattr(lib, f"BNBQ_ISA_{name.upper()}")))
-
-
-def _isa_name(lib, level: int) -> str:
-    return next(n for n in ISA_NAMES if getattr(lib, f"BNBQ_ISA_{n.upper()}") == level)
-
-
-def set_isa(name: str) -> str:
-    """Cap the instruction set ('generic', 'avx2', 'avx512') at ``name``; returns the one now active."""
-    _load()
-    return _set_isa_locked(name)
-
-
-def isa() -> str:
-    """The instruction set the kernels use now."""
-    lib = _load()[1]
-    return _isa_name(lib, lib.bnbq_isa_active())
-
-
-@contextlib.contextmanager
-def forced_isa(name: str) -> Iterator[str]:
-    """Within the block the kernels use at most ``name`` (e.g. 'generic', the portable oracle)."""
-    previous = isa()
-    try:
-        yield set_isa(name)
-    finally:
-        set_isa(previous)
+_NATIVE = NativeFamily("quant", "_quant_lib", "build_quant.py", "bnbq", ISA_NAMES)
+_load = _NATIVE.load
+load_error = _NATIVE.load_error
+set_isa = _NATIVE.set_isa
+isa = _NATIVE.isa
+forced_isa = _NATIVE.forced_isa
 
 
 def cpu_features() -> dict:
@@ -121,8 +45,8 @@ def cpu_features() -> dict:
     names = ("AVX2", "FMA", "F16C", "AVX512F", "AVX512BW", "AVX512VL", "AVX512DQ", "AVX512VNNI", "AVX512BF16",
              "AVX512FP16", "AVX512VBMI")  # fmt: skip
     return {
-        "quant_isa_detected": _isa_name(lib, lib.bnbq_isa_detected()),
-        "quant_isa_active": _isa_name(lib, lib.bnbq_isa_active()),
+        "quant_isa_detected": _NATIVE.isa_detected(),
+        "quant_isa_active": _NATIVE.isa(),
         "cpu_flags": " ".join(n.lower() for n in names if flags & getattr(lib, f"BNBQ_CPU_{n}")) or "none",
         "openmp_threads": lib.bnbq_openmp_max_threads(),
         "parallel_min_work": lib.BNBQ_PARALLEL_MIN_WORK,
