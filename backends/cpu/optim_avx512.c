@@ -1,6 +1,7 @@
 /* AVX-512 (F/BW/VL/DQ) instantiation of the optimizer kernel (VW = 16): masked loads and stores for
  * partial vectors, and an exact register-resident nearest-code search (see v_store_quant). */
 #include "optim_internal.h"
+#include "lut256_vbmi.h"
 
 #if BNBO_X86
 #if defined(__clang__)
@@ -90,35 +91,19 @@ BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
     return _mm512_i32gather_ps(_mm512_cvtepu8_epi32(b), code, 4);
 }
 
-/* Block dequantization with VBMI, 64 codes per step and no gathers: each byte plane of the code book
- * (4 x 256 bytes in 16 registers) is looked up with two permutex2var_epi8 and a blend on bit 7; the planes
- * are interleaved into floats with unpack (the codes are pre-permuted so the floats come out in order). */
-__attribute__((noinline, target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c"))) static void
-dequant_vbmi(const bnbo_qtab *t, const uint8_t *c, int64_t len, float am, float *out) {
-    static const uint8_t order[64] BNBO_ALIGN64 = {
-        0, 1, 2, 3, 16, 17, 18, 19, 32, 33, 34, 35, 48, 49, 50, 51, 4, 5, 6, 7, 20, 21, 22, 23, 36, 37, 38, 39, 52, 53, 54, 55,
-        8, 9, 10, 11, 24, 25, 26, 27, 40, 41, 42, 43, 56, 57, 58, 59, 12, 13, 14, 15, 28, 29, 30, 31, 44, 45, 46, 47, 60, 61, 62, 63};
-    const __m512i perm = _mm512_load_si512((const void *)order);
-    __m512i tb[4][4];
-    for (int k = 0; k < 4; k++)
-        for (int q = 0; q < 4; q++) tb[k][q] = _mm512_load_si512((const void *)(t->planes[k] + 64 * q));
+/* Block dequantization with VBMI, 64 codes per step and no gathers (lut256_vbmi.h); the scratch holds
+ * whole multiples of 64 floats (blocksize), so full stores stay inside it. */
+__attribute__((noinline)) LUT256_TARGET static void dequant_vbmi(const bnbo_qtab *t, const uint8_t *c, int64_t len,
+                                                                 float am, float *out) {
+    lut256 L;
+    lut256_load(&L, t->planes);
     const __m512 a = _mm512_set1_ps(am);
     for (int64_t i = 0; i < len; i += 64) {
         const int64_t cnt = len - i < 64 ? len - i : 64;
         const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
-        const __m512i cv = _mm512_permutexvar_epi8(perm, _mm512_maskz_loadu_epi8(m, c + i));
-        const __mmask64 hi = _mm512_movepi8_mask(cv);
-        __m512i b[4];
-        for (int k = 0; k < 4; k++)
-            b[k] = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(tb[k][0], cv, tb[k][1]),
-                                          _mm512_permutex2var_epi8(tb[k][2], cv, tb[k][3]));
-        const __m512i lo01 = _mm512_unpacklo_epi8(b[0], b[1]), hi01 = _mm512_unpackhi_epi8(b[0], b[1]);
-        const __m512i lo23 = _mm512_unpacklo_epi8(b[2], b[3]), hi23 = _mm512_unpackhi_epi8(b[2], b[3]);
-        /* the scratch holds whole multiples of 64 floats (blocksize), so full stores stay inside it */
-        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(lo01, lo23)), a));
-        _mm512_storeu_ps(out + i + 16, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(lo01, lo23)), a));
-        _mm512_storeu_ps(out + i + 32, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(hi01, hi23)), a));
-        _mm512_storeu_ps(out + i + 48, _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(hi01, hi23)), a));
+        __m512 v[4];
+        lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, c + i), v);
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, _mm512_mul_ps(v[j], a));
     }
 }
 

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 
 #include "quant_internal.h"
+#include "lut256_vbmi.h"
 
+#define DQ8_GROUP_ELEMS 16384 /* dequantize_blockwise: elements per scheduling unit of the VBMI path */
 #define SEARCH_TABLE_LEN 256 /* floats of the AVX-512 search tables (see search_tables) */
 
 /* midpoints (c[i] + c[i+1]) * 0.5 in float32, padded with +inf to `len` (a power of two) */
@@ -145,6 +147,33 @@ TGT_AVX512 static void dq8_block_avx512(const uint8_t *A, int64_t s, int64_t len
         bnbq_store16(out, dtype, s + i, v, m);
     }
 }
+
+/* Blocks [b_begin, b_end) with the VBMI table lookup (lut256_vbmi.h): 64 codes per step, no gathers. */
+LUT256_TARGET static void dq8_blocks_vbmi(const uint8_t *A, int64_t n, int64_t blocksize, int64_t b_begin,
+                                         int64_t b_end, const float *absmax, const uint8_t planes[4][256],
+                                         void *out, int dtype) {
+    lut256 L;
+    lut256_load(&L, planes);
+    const int stream = blocksize >= 64 && bnbq_stream_ok(out, n * bnbq_dtype_size(dtype));
+    for (int64_t b = b_begin; b < b_end; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+        const __m512 sc = _mm512_set1_ps(absmax[b]);
+        for (int64_t i = 0; i < len; i += 64) {
+            const int64_t cnt = bnbq_min64(64, len - i);
+            const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
+            __m512 v[4];
+            lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, A + s + i), v);
+            if (stream && cnt == 64) {
+                bnbq_stream32(out, dtype, s + i, _mm512_mul_ps(v[0], sc), _mm512_mul_ps(v[1], sc));
+                bnbq_stream32(out, dtype, s + i + 32, _mm512_mul_ps(v[2], sc), _mm512_mul_ps(v[3], sc));
+                continue;
+            }
+            for (int j = 0; j < 4 && 16 * j < cnt; j++)
+                bnbq_store16(out, dtype, s + i + 16 * j, _mm512_mul_ps(v[j], sc), bnbq_mask16(cnt - 16 * j));
+        }
+    }
+    _mm_sfence();
+}
 #endif
 
 static int check_blocks(int64_t n, int64_t blocksize, int64_t absmax_len) {
@@ -198,6 +227,18 @@ int bnbq_dequantize_blockwise(const uint8_t *A, int64_t n, const float *absmax, 
     bnbq_hugepage_hint(out, n * bnbq_dtype_size(dtype));
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, n);
+#if BNBQ_X86
+    if (isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
+        uint8_t planes[4][256];
+        lut256_planes(code, planes);
+        const int64_t per = bnbq_max64(1, DQ8_GROUP_ELEMS / blocksize), groups = (absmax_len + per - 1) / per;
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+        for (int64_t gi = 0; gi < groups; gi++)
+            dq8_blocks_vbmi(A, n, blocksize, gi * per, bnbq_min64(absmax_len, (gi + 1) * per), absmax, planes, out,
+                            dtype);
+        return BNBQ_OK;
+    }
+#endif
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
     for (int64_t b = 0; b < absmax_len; b++) {
         const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
@@ -308,7 +349,7 @@ TGT_AVX512 static void q4_block_avx512(const void *A, int dtype, int64_t s, int6
 }
 
 TGT_AVX512 static void dq4_block_avx512(const uint8_t *packed, int64_t s, int64_t len, float scale,
-                                        const float *code, void *out, int dtype) {
+                                        const float *code, void *out, int dtype, int stream) {
     const __m512 sc = _mm512_set1_ps(scale), table = _mm512_loadu_ps(code);
     int64_t i = 0;
     for (; i + 32 <= len; i += 32) {
@@ -317,8 +358,14 @@ TGT_AVX512 static void dq4_block_avx512(const uint8_t *packed, int64_t s, int64_
         w = _mm256_or_si256(_mm256_srli_epi16(w, 4), _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(15)), 8));
         __m512i q0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(w));
         __m512i q1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(w, 1));
-        bnbq_store16(out, dtype, s + i, _mm512_mul_ps(_mm512_permutexvar_ps(q0, table), sc), 0xFFFF);
-        bnbq_store16(out, dtype, s + i + 16, _mm512_mul_ps(_mm512_permutexvar_ps(q1, table), sc), 0xFFFF);
+        const __m512 v0 = _mm512_mul_ps(_mm512_permutexvar_ps(q0, table), sc);
+        const __m512 v1 = _mm512_mul_ps(_mm512_permutexvar_ps(q1, table), sc);
+        if (stream) {
+            bnbq_stream32(out, dtype, s + i, v0, v1);
+            continue;
+        }
+        bnbq_store16(out, dtype, s + i, v0, 0xFFFF);
+        bnbq_store16(out, dtype, s + i + 16, v1, 0xFFFF);
     }
     if (i < len) dq4_range_body(packed, s + i, len - i, scale, code, out, dtype);
 }
@@ -370,21 +417,29 @@ int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float 
     bnbq_hugepage_hint(out, n * bnbq_dtype_size(dtype));
     const int isa = bnbq_isa_level();
     const int team = bnbq_team(nthreads, n);
-#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
-    for (int64_t b = 0; b < absmax_len; b++) {
-        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+    /* streaming stores need every block to start on a 64-byte boundary of out: blocksize >= 32 */
+    const int stream = blocksize >= 32 && bnbq_stream_ok(out, n * bnbq_dtype_size(dtype));
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+#pragma omp for schedule(static) nowait
+        for (int64_t b = 0; b < absmax_len; b++) {
+            const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
 #if BNBQ_X86
-        if (isa == BNBQ_ISA_AVX512) {
-            dq4_block_avx512(packed, s, len, absmax[b], code, out, dtype);
-            continue;
-        }
-        if (isa == BNBQ_ISA_AVX2) {
-            dq4_block_avx2(packed, s, len, absmax[b], code, out, dtype);
-            continue;
-        }
+            if (isa == BNBQ_ISA_AVX512) {
+                dq4_block_avx512(packed, s, len, absmax[b], code, out, dtype, stream);
+                continue;
+            }
+            if (isa == BNBQ_ISA_AVX2) {
+                dq4_block_avx2(packed, s, len, absmax[b], code, out, dtype);
+                continue;
+            }
 #endif
-        (void)isa;
-        dq4_block_generic(packed, s, len, absmax[b], code, out, dtype);
+            (void)isa;
+            dq4_block_generic(packed, s, len, absmax[b], code, out, dtype);
+        }
+#if BNBQ_X86
+        if (stream) _mm_sfence(); /* order this thread's streaming stores before the region ends */
+#endif
     }
     return BNBQ_OK;
 }

@@ -34,6 +34,7 @@
 int bnbq_isa_level(void);
 
 BNBQ_INLINE int64_t bnbq_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+BNBQ_INLINE int64_t bnbq_max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* OpenMP team size for `work` elements: 1 (serial, no parallel region) below the threshold. */
 BNBQ_INLINE int bnbq_team(int nthreads, int64_t work) {
@@ -176,6 +177,32 @@ TGT_AVX512 static inline void bnbq_store16(void *p, int dtype, int64_t i, __m512
     } else {
         _mm256_mask_storeu_epi16((uint16_t *)p + i, m, bnbq_f32x16_to_bf16(v));
     }
+}
+
+/* Outputs of at least this many bytes are written with non-temporal stores by the dequantize kernels: they
+ * do not fit the last-level cache anyway, and streaming skips the read-for-ownership of every line. */
+#define BNBQ_STREAM_MIN_BYTES ((int64_t)8 << 20)
+
+BNBQ_INLINE int bnbq_stream_ok(const void *out, int64_t bytes) {
+    return bytes >= BNBQ_STREAM_MIN_BYTES && ((uintptr_t)out & 63) == 0;
+}
+
+/* Non-temporal store of the 32 values v0, v1 at element i of out (64-byte aligned there). */
+TGT_AVX512 static inline void bnbq_stream32(void *out, int dtype, int64_t i, __m512 v0, __m512 v1) {
+    if (dtype == BNBQ_F32) {
+        _mm512_stream_ps((float *)out + i, v0);
+        _mm512_stream_ps((float *)out + i + 16, v1);
+        return;
+    }
+    __m256i h0, h1;
+    if (dtype == BNBQ_F16) {
+        h0 = _mm512_cvtps_ph(v0, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        h1 = _mm512_cvtps_ph(v1, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        h0 = bnbq_f32x16_to_bf16(v0);
+        h1 = bnbq_f32x16_to_bf16(v1);
+    }
+    _mm512_stream_si512((void *)((uint16_t *)out + i), _mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1));
 }
 
 TGT_AVX512 static inline __mmask16 bnbq_mask16(int64_t remaining) {
