@@ -155,6 +155,11 @@ def test_4bit_float64_roundtrip(isa):
 # -------------------------------------------------------------------------------------------------- gemv
 
 
+BF16_CODE_ROUNDING = {torch.bfloat16: 2**-8}
+"""bf16 activations may be multiplied with the code book rounded to bf16 (the AVX512-BF16 path): at most
+2^-8 relative per weight, i.e. 2^-8 of |A| @ |W|.T on the result (the conformance tolerance's scale)."""
+
+
 def _nested(absmax: torch.Tensor):
     offset = absmax.mean()
     q, nested = ref_bw.quantize_blockwise(absmax - offset, codes.dynamic_map(), 256)
@@ -180,9 +185,9 @@ def test_gemv_4bit_matches_reference_and_float64(isa, dtype, N, K, blocksize, ne
     am = absmax if len(args) == 6 else ref_4b.nested_absmax_values(*args[3:4], *args[6:9], 256)
     W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), am, code, blocksize, N * K).double().view(N, K)
     y64 = A.reshape(1, K).double() @ W64.T
-    bound = (A.reshape(1, K).double().abs() @ W64.abs().T) * 1e-5 + 1e-6
+    scale = A.reshape(1, K).double().abs() @ W64.abs().T
     eps = {torch.float32: 0.0, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
-    tol = bound + y64.abs() * eps
+    tol = scale * (1e-5 + BF16_CODE_ROUNDING.get(dtype, 0.0)) + 1e-6 + y64.abs() * eps
     assert ((y.reshape(1, N).double() - y64).abs() <= tol).all(), f"gemv vs float64 [N={N}, K={K}, {dtype}, {isa}]"
     assert ((y.reshape(1, N).double() - y_ref.reshape(1, N).double()).abs() <= 2 * tol).all()
 
@@ -193,7 +198,49 @@ def test_gemv_4bit_fp4_and_storage(isa):
     A = _data((256,), torch.bfloat16, seed=9)
     y = kq.gemv_4bit_cpu(A, packed.view(torch.uint8).view(-1), [40, 256], absmax, codes.code_4bit("fp4"), 128)
     y_ref = ref_4b.gemv_4bit(A, packed.view(torch.uint8).view(-1), [40, 256], absmax, codes.code_4bit("fp4"), 128)
-    assert y.shape == (40,) and torch.allclose(y.float(), y_ref.float(), rtol=2**-7, atol=1e-3)
+    W = ref_4b.dequantize_4bit_flat(packed.view(torch.uint8).view(-1), absmax, codes.code_4bit("fp4"), 128, 40 * 256)
+    scale = W.view(40, 256).double().abs() @ A.double().abs()
+    assert y.shape == (40,) and ((y.double() - y_ref.double()).abs() <= scale * (2**-7 + 2**-8) + 1e-3).all()
+
+
+def _bf16_path_active() -> bool:
+    return kq.isa() == "avx512" and "avx512bf16" in kq.cpu_features().get("cpu_flags", "")
+
+
+@pytest.mark.parametrize("N,K,blocksize,nested", [(9, 256, 32, False), (13, 512, 64, True), (6, 640, 128, False),
+                                                  (5, 1024, 256, True), (4, 4096, 4096, False)])  # fmt: skip
+def test_gemv_bf16_dot_path_is_exact_with_bf16_codes(N, K, blocksize, nested):
+    """The bf16 path computes sum(A * bf16(code) ) * absmax per block with exact products: equal to float64
+    math on the bf16-rounded code book up to float32 accumulation (not just within the bf16 tolerance)."""
+    if not _bf16_path_active():
+        pytest.skip("no AVX512-BF16 on this CPU")
+    W = _data((N, K), torch.float32, seed=N + K)
+    A = _data((K,), torch.bfloat16, seed=K)
+    packed, absmax = ref_4b.quantize_4bit(W, blocksize, "nf4", torch.uint8)
+    code = codes.code_4bit("nf4")
+    args = (A, packed.view(-1), [N, K], absmax, code, blocksize)
+    am = absmax
+    if nested:
+        q8, nabs, ncode, off = _nested(absmax)
+        args = (A, packed.view(-1), [N, K], q8, code, blocksize, nabs, ncode, off, 256)
+        am = ref_4b.nested_absmax_values(q8, nabs, ncode, off, 256)
+    y = kq.gemv_4bit_cpu(*args)
+    code_bf16 = code.to(torch.bfloat16).to(torch.float64)
+    W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), am.double(), code_bf16, blocksize, N * K).view(N, K)
+    y64 = W64 @ A.double()
+    scale = W64.abs() @ A.double().abs()
+    assert ((y.double() - y64).abs() <= scale * 1e-5 + y64.abs() * 2**-8).all()
+
+
+def test_gemv_bf16_subnormal_activations_take_the_float32_path():
+    """vdpbf16ps flushes subnormals: activations with tiny or subnormal values must not use the bf16 path."""
+    W = _data((8, 256), torch.float32, seed=5)
+    packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
+    A = torch.full((256,), 2.0**-130, dtype=torch.bfloat16)  # subnormal in bf16 and float32
+    y = kq.gemv_4bit_cpu(A, packed.view(-1), [8, 256], absmax, codes.code_4bit("nf4"), 64)
+    y_ref = ref_4b.gemv_4bit(A, packed.view(-1), [8, 256], absmax, codes.code_4bit("nf4"), 64)
+    assert (y_ref != 0).any()
+    assert torch.allclose(y.double(), y_ref.double(), rtol=2**-7, atol=0)
 
 
 def test_gemv_simd_matches_generic_oracle():

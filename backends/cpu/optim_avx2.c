@@ -41,11 +41,26 @@ BNBO_INLINE vf v_keep(vf a, int cnt) {
     return _mm256_and_ps(a, _mm256_castsi256_ps(v_lanes(cnt)));
 }
 
-BNBO_INLINE double v_hsum(vf a) {
-    const __m256d s = _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)),
-                                    _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
-    const __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
-    return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
+/* Sums of squares in float64 lanes: a float32 square never underflows or rounds there. */
+typedef struct {
+    __m256d lo, hi;
+} vsq;
+
+BNBO_INLINE vsq v_sq_zero(void) {
+    vsq s = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+    return s;
+}
+
+BNBO_INLINE void v_sq_add(vsq *s, vf a) {
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+    s->lo = _mm256_add_pd(s->lo, _mm256_mul_pd(lo, lo));
+    s->hi = _mm256_add_pd(s->hi, _mm256_mul_pd(hi, hi));
+}
+
+BNBO_INLINE double v_sq_sum(vsq s) {
+    const __m256d t = _mm256_add_pd(s.lo, s.hi);
+    const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
 }
 
 BNBO_INLINE float v_hmax(vf a) {

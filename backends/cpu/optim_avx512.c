@@ -37,11 +37,25 @@ BNBO_INLINE vf v_sign(vf a) {
 
 BNBO_INLINE vf v_keep(vf a, int cnt) { return cnt >= VW ? a : _mm512_maskz_mov_ps(v_mask(cnt), a); }
 
-BNBO_INLINE double v_hsum(vf a) {
+/* Sums of squares in float64 lanes: a float32 square never underflows or rounds there (tiny parameters
+ * still get their norm). */
+typedef struct {
+    __m512d lo, hi;
+} vsq;
+
+BNBO_INLINE vsq v_sq_zero(void) {
+    vsq s = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    return s;
+}
+
+BNBO_INLINE void v_sq_add(vsq *s, vf a) {
     const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
     const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1));
-    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+    s->lo = _mm512_add_pd(s->lo, _mm512_mul_pd(lo, lo));
+    s->hi = _mm512_add_pd(s->hi, _mm512_mul_pd(hi, hi));
 }
+
+BNBO_INLINE double v_sq_sum(vsq s) { return _mm512_reduce_add_pd(_mm512_add_pd(s.lo, s.hi)); }
 
 BNBO_INLINE float v_hmax(vf a) { return _mm512_reduce_max_ps(a); }
 

@@ -19,7 +19,10 @@ BNBO_INLINE vf v_min(vf a, vf b) { return a < b ? a : b; }
 BNBO_INLINE vf v_abs(vf a) { return fabsf(a); }
 BNBO_INLINE vf v_sign(vf a) { return (float)((a > 0.0f) - (a < 0.0f)); }
 BNBO_INLINE vf v_keep(vf a, int cnt) { return cnt > 0 ? a : 0.0f; }
-BNBO_INLINE double v_hsum(vf a) { return (double)a; }
+typedef double vsq; /* sums of squares in float64 */
+BNBO_INLINE vsq v_sq_zero(void) { return 0.0; }
+BNBO_INLINE void v_sq_add(vsq *s, vf a) { *s += (double)a * (double)a; }
+BNBO_INLINE double v_sq_sum(vsq s) { return s; }
 BNBO_INLINE float v_hmax(vf a) { return a; }
 
 BNBO_INLINE vf v_load_f32(const float *p, int cnt) {

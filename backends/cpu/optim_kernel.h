@@ -3,7 +3,7 @@
  * Included by optim_generic.c (scalar, VW = 1), optim_avx2.c (VW = 8) and optim_avx512.c (VW = 16) after
  * each defines: the float vector type `vf`, its width VW, the arithmetic v_set1 / v_add / v_sub / v_mul /
  * v_div / v_sqrt / v_max / v_min / v_abs / v_sign, the lane mask v_keep(v, cnt) (zeroes lanes >= cnt),
- * the reductions v_hsum (to double) / v_hmax, loads and stores of cnt <= VW elements (v_load_f32,
+ * the float64 sums of squares `vsq` (v_sq_zero / v_sq_add / v_sq_sum), the reduction v_hmax, loads and stores of cnt <= VW elements (v_load_f32,
  * v_store_f32, v_load_dt / v_store_dt for the parameter dtype, v_load_codes = code-book lookup), the
  * requantization v_store_quant with its register-resident tables `vq` / v_qprep, and KNAME(name).
  * Optionally (BNBO_HAS_LUT) v_store_quant_lut / v_qprep_lut / `vql`: the bucket-table search, used when
@@ -69,7 +69,7 @@ BNBO_INLINE vf KNAME(k_apply)(const bnbo_consts *k, vf p, vf u, float lr_s) {
 
 /* cnt (<= VW) elements at i of a 32-bit-state parameter. */
 BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts *k, const bnbo_seg *sg, int64_t i,
-                                  int cnt, int mode, float lr_s, vf *au, vf *ap) {
+                                  int cnt, int mode, float lr_s, vsq *au, vsq *ap) {
     const int ns = BNBO_FAM_NSTATES(fam);
     vf p = v_load_dt(dt, sg->p, i, cnt);
     const vf g = v_load_dt(dt, sg->g, i, cnt);
@@ -79,8 +79,8 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     vf u = KNAME(k_direction)(fam, k, p, g, &s0, &s1, &s2);
     if (mode == BNBO_MODE_NORM) {
         u = v_keep(u, cnt);
-        *au = v_add(*au, v_mul(u, u));
-        *ap = v_add(*ap, v_mul(p, p));
+        v_sq_add(au, u);
+        v_sq_add(ap, p); /* masked loads leave the lanes >= cnt zero */
         return;
     }
     v_store_f32(sg->f[0] + i, s0, cnt);
@@ -90,20 +90,20 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     v_store_dt(dt, sg->p, i, p, cnt);
 }
 
-#define BNBO_NORM_FLUSH 1024 /* float lanes flushed to double every this many elements */
+#define BNBO_NORM_FLUSH 1024 /* lane sums added to the chunk totals every this many elements */
 
 BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
                                   int64_t hi, int mode, float lr_s, double *acc) {
     const bnbo_consts k = job->k;
     for (int64_t b = lo; b < hi; b += BNBO_NORM_FLUSH) {
         const int64_t e = hi - b < BNBO_NORM_FLUSH ? hi : b + BNBO_NORM_FLUSH;
-        vf au = v_set1(0.0f), ap = v_set1(0.0f);
+        vsq au = v_sq_zero(), ap = v_sq_zero();
         int64_t i = b;
         for (; i + VW <= e; i += VW) KNAME(k_elems32)(fam, dt, &k, sg, i, VW, mode, lr_s, &au, &ap);
         if (i < e) KNAME(k_elems32)(fam, dt, &k, sg, i, (int)(e - i), mode, lr_s, &au, &ap);
         if (mode == BNBO_MODE_NORM) {
-            acc[0] += v_hsum(au);
-            acc[1] += v_hsum(ap);
+            acc[0] += v_sq_sum(au);
+            acc[1] += v_sq_sum(ap);
         }
     }
 }
@@ -112,7 +112,7 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
  * dequantized states are in scratch (state j at scratch + j * blocksize) and are replaced by the new ones. */
 BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *job, const bnbo_consts *k,
                                  const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, int mode,
-                                 float lr_s, float *scratch, vf *au, vf *ap, vf *mx) {
+                                 float lr_s, float *scratch, vsq *au, vsq *ap, vf *mx) {
     const int ns = BNBO_FAM_NSTATES(fam);
     const int64_t bs = job->blocksize;
     vf s[3];
@@ -122,8 +122,8 @@ BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *jo
     vf u = KNAME(k_direction)(fam, k, p, g, &s[0], &s[1], &s[2]);
     if (mode == BNBO_MODE_NORM) {
         u = v_keep(u, cnt);
-        *au = v_add(*au, v_mul(u, u));
-        *ap = v_add(*ap, v_mul(p, p));
+        v_sq_add(au, u);
+        v_sq_add(ap, p); /* masked loads leave the lanes >= cnt zero */
         return;
     }
     for (int j = 0; j < ns; j++) {
@@ -172,15 +172,15 @@ BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *jo
         const int64_t blk = b0 / bs;
         for (int j = 0; j < ns; j++) v_dequant(job, job->tab[j], sg->c[j] + b0, len, sg->am[j][blk], scratch + j * bs);
         vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
-        vf au = v_set1(0.0f), ap = v_set1(0.0f);
+        vsq au = v_sq_zero(), ap = v_sq_zero();
         int64_t i = 0;
         for (; i + VW <= len; i += VW)
             KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch, &au, &ap, mx);
         if (i < len)
             KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), mode, lr_s, scratch, &au, &ap, mx);
         if (mode == BNBO_MODE_NORM) {
-            acc[0] += v_hsum(au);
-            acc[1] += v_hsum(ap);
+            acc[0] += v_sq_sum(au);
+            acc[1] += v_sq_sum(ap);
             continue;
         }
         for (int j = 0; j < ns; j++) {

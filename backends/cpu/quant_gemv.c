@@ -1,19 +1,22 @@
 /* Fused 4-bit gemv: y[r] = sum_k A[k] * code[q(r, k)] * absmax(block of r*K + k), one row of activations.
  *
- * The weight is never materialized: each 16-byte chunk of packed codes is widened to 16 lanes, the high
- * and low nibbles are looked up in the 16-entry code book held in a register (vpermps), and multiplied
- * with the activations split once per call into even and odd elements (so no nibble shuffling is
- * needed). Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes of
- * absmax - offset, blockwise with a 256-entry code book) is decoded inline per block. Rows are split
- * across OpenMP threads; the fast paths need K % blocksize == 0 (every row starts a block), otherwise the
- * portable path serves, which handles any layout.
+ * The weight is never materialized: packed codes are looked up in the 16-entry code book held in a
+ * register and multiplied with activations laid out once per call into even and odd elements (so no
+ * nibble shuffling is needed). float32/float16 activations: codes widened to float lanes, looked up with
+ * vpermps and multiplied in float32. bf16 activations on CPUs with AVX512-BF16: codes widened to 16-bit
+ * lanes, looked up in the code book rounded to bf16 (vpermw) and multiplied pairwise by vdpbf16ps into
+ * float32 (gemv_rows_bf16). Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes
+ * of absmax - offset, blockwise with a 256-entry code book) is decoded inline per block. Rows are split
+ * across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0 (every row starts
+ * a block) and blocksize >= 32, otherwise the portable path serves, which handles any layout.
  */
 #include <stdlib.h>
 
 #include "quant_internal.h"
 
-#define GEMV_CHUNK_ROWS 64 /* rows per scheduling unit (a multiple of GEMV_MAX_ROWS) */
+#define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
 #define GEMV_PREFETCH 8192 /* bytes ahead in each weight row stream */
+#define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 
 typedef struct {
     const float *absmax;        /* float32 absmax per block, or NULL when nested */
@@ -50,7 +53,7 @@ static float gemv_row_generic(const float *Af, const uint8_t *B, int64_t r, int6
 }
 
 #if BNBQ_X86
-#define GEMV_MAX_ROWS 4
+#define GEMV_MAX_ROWS GEMV_MAX_ROWS_ANY
 
 /* R rows at once (sharing the activation loads); K % bs == 0, bs >= 32. Ae/Ao: even/odd activations. */
 TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
@@ -93,6 +96,64 @@ TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int6
     for (; r < r_end; r++) gemv_rows_avx512(1, B, r, K, bs, Ae, Ao, table, am, y + r);
 }
 
+/* bf16 activations (AVX512-BF16): 64 weights of R rows per step with vdpbf16ps. The 32 bytes are widened to
+ * 16-bit lanes, the high and low nibbles looked up in the code book rounded to bf16 (vpermw), and each
+ * pair of lanes multiplied with the even (Xe[k] = A[2k]) or odd (Xo[k] = A[2k+1]) activations and summed
+ * in float32: half the shuffles of the float32 path. Products are exact; the only extra rounding is the
+ * code book's to bf16 (<= 2^-8 relative, NF4 at most 3.2e-3), below the bf16 output's own tolerance.
+ * Callers guarantee no subnormal products (vdpbf16ps flushes them): gemv_bf16_inputs_ok. */
+TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
+    const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const uint16_t *Xe, const uint16_t *Xo,
+    __m512i table, const absmax_src *am, float *y) {
+    const int64_t half = K / 2, units = K / 64, nbr = K / bs, units_per_block = bs >= 64 ? bs / 64 : 1;
+    const uint8_t *w[GEMV_MAX_ROWS];
+    __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
+    for (int rr = 0; rr < R; rr++) {
+        w[rr] = B + (r0 + rr) * half;
+        acc[rr] = part[rr] = _mm512_setzero_ps();
+    }
+    const __m512i low4 = _mm512_set1_epi16(15);
+    for (int64_t u = 0; u < units; u++) {
+        const __m512bh xe = (__m512bh)_mm512_loadu_si512((const void *)(Xe + 32 * u));
+        const __m512bh xo = (__m512bh)_mm512_loadu_si512((const void *)(Xo + 32 * u));
+        for (int rr = 0; rr < R; rr++) {
+            if ((u & 1) == 0) _mm_prefetch((const char *)(w[rr] + 32 * u + GEMV_PREFETCH), _MM_HINT_T0);
+            const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w[rr] + 32 * u)));
+            const __m512i whi = _mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table);
+            const __m512i wlo = _mm512_permutexvar_epi16(_mm512_and_si512(q, low4), table);
+            part[rr] = _mm512_dpbf16_ps(part[rr], (__m512bh)whi, xe);
+            part[rr] = _mm512_dpbf16_ps(part[rr], (__m512bh)wlo, xo);
+        }
+        if (bs >= 64) {
+            if ((u + 1) % units_per_block) continue;
+            const int64_t j = u / units_per_block;
+            for (int rr = 0; rr < R; rr++) {
+                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(block_absmax(am, (r0 + rr) * nbr + j)), acc[rr]);
+                part[rr] = _mm512_setzero_ps();
+            }
+        } else { /* bs == 32: lanes 0-7 hold weights 0-31 of the step (block 2u), lanes 8-15 block 2u + 1 */
+            for (int rr = 0; rr < R; rr++) {
+                const int64_t g = (r0 + rr) * nbr + 2 * u;
+                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(block_absmax(am, g)),
+                                                          _mm512_set1_ps(block_absmax(am, g + 1)));
+                acc[rr] = _mm512_fmadd_ps(part[rr], scale, acc[rr]);
+                part[rr] = _mm512_setzero_ps();
+            }
+        }
+    }
+    for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
+}
+
+TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
+                                           const uint16_t *Xe, const uint16_t *Xo, const uint16_t *table16,
+                                           const absmax_src *am, float *y) {
+    const __m512i table = _mm512_loadu_si512((const void *)table16);
+    int64_t r = r_begin;
+    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS)
+        gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, y + r);
+    for (; r < r_end; r++) gemv_rows_bf16(1, B, r, K, bs, Xe, Xo, table, am, y + r);
+}
+
 /* AVX2: 8 bytes (16 codes) at a time; the 16-entry table is two 8-entry halves selected by bit 3. */
 TGT_AVX2 static inline __m256 lookup16_avx2(__m256i idx, __m256i bit3_to_sign, __m256 tlo, __m256 thi) {
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, idx), _mm256_permutevar8x32_ps(thi, idx),
@@ -125,6 +186,19 @@ TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t 
 }
 #endif
 
+/* The bf16 dot-product path flushes subnormal inputs and products: it serves only when every nonzero
+ * activation has magnitude >= 2^-100 (products with a nonzero code stay normal) and no code is subnormal. */
+static int gemv_bf16_inputs_ok(const uint16_t *A, int64_t K, const float *code) {
+    for (int64_t k = 0; k < K; k++) {
+        const uint16_t e = (A[k] >> 7) & 0xff;
+        if (e != 0 && e < 127 - 100) return 0;
+        if (e == 0 && (A[k] & 0x7f)) return 0;
+    }
+    for (int i = 0; i < 16; i++)
+        if (code[i] != 0.0f && fabsf(code[i]) < 0x1p-20f) return 0;
+    return 1;
+}
+
 int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_t B_len, int64_t N,
                    const float *absmax, const uint8_t *absmax_q, int64_t absmax_len, const float *code,
                    int64_t code_len, int64_t blocksize, const float *nested_absmax, int64_t nested_len,
@@ -156,7 +230,18 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     float *y = buf + K;
     const int isa = bnbq_isa_level();
     const int fast = isa != BNBQ_ISA_GENERIC && K % blocksize == 0 && blocksize >= 32;
-    if (fast) { /* even elements then odd elements */
+    const int bf16dot = fast && isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && K % 64 == 0 &&
+                        (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) && gemv_bf16_inputs_ok((const uint16_t *)A, K, code);
+    uint16_t table16[32] = {0};
+    if (bf16dot) { /* bf16 even elements then odd elements (in buf's first K/2 floats), code book in bf16 */
+        uint16_t *x = (uint16_t *)buf;
+        const int64_t half = K / 2;
+        for (int64_t i = 0; i < half; i++) {
+            x[i] = ((const uint16_t *)A)[2 * i];
+            x[half + i] = ((const uint16_t *)A)[2 * i + 1];
+        }
+        for (int i = 0; i < 16; i++) table16[i] = bnbq_f32_to_bf16(code[i]);
+    } else if (fast) { /* even elements then odd elements */
         const int64_t half = K / 2;
         for (int64_t i = 0; i < half; i++) {
             buf[i] = bnbq_load(A, dtype, 2 * i);
@@ -167,14 +252,19 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     }
     int team = bnbq_team(nthreads, n);
     if (team > N) team = (int)N;
-    /* chunks of GEMV_CHUNK_ROWS rows handed out dynamically: a thread that loses its core to another
-     * process does not hold back half of the rows */
-    const int64_t chunks = (N + GEMV_CHUNK_ROWS - 1) / GEMV_CHUNK_ROWS;
+    /* a few long runs of contiguous rows per thread (the weight streams from DRAM best in long runs), handed
+     * out dynamically: a thread that loses its core to another process does not hold back half of the rows */
+    int64_t chunk_rows = (N + (int64_t)team * GEMV_CHUNKS_PER_THREAD - 1) / ((int64_t)team * GEMV_CHUNKS_PER_THREAD);
+    chunk_rows = (chunk_rows + GEMV_MAX_ROWS_ANY - 1) / GEMV_MAX_ROWS_ANY * GEMV_MAX_ROWS_ANY;
+    const int64_t chunks = (N + chunk_rows - 1) / chunk_rows;
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(dynamic, 1)
     for (int64_t c = 0; c < chunks; c++) {
-        const int64_t r_begin = c * GEMV_CHUNK_ROWS, r_end = bnbq_min64(N, r_begin + GEMV_CHUNK_ROWS);
+        const int64_t r_begin = c * chunk_rows, r_end = bnbq_min64(N, r_begin + chunk_rows);
 #if BNBQ_X86
-        if (fast && isa == BNBQ_ISA_AVX512)
+        if (bf16dot)
+            gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2,
+                            table16, &am, y);
+        else if (fast && isa == BNBQ_ISA_AVX512)
             gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);
         else if (fast)
             gemv_range_avx2(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);

@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TGT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define TGT_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 #define TGT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 #else
 #define BNBQ_X86 0

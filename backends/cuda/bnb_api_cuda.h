@@ -87,9 +87,9 @@ int bnb_cuda_int8_mm_dequant(const int* A, const float* row_stats, const float* 
 /* Fused optimizer steps over n_tensors tensors described by `table` (device int64,
  * n_tensors x BNB_TABLE_WIDTH). 32-bit: START = first chunk of BNB_OPTIM32_CHUNK elements, total_work =
  * all chunks. 8-bit: START = first quantization block, total_work = all blocks; qmap1 / qmap2 (256,)
- * device code books. norms: device float32 (2 * n_tensors,), zeroed by the caller before a norm pass. */
+ * device code books. norms: device float64 (2 * n_tensors,), zeroed by the caller before a norm pass. */
 int bnb_cuda_optimizer_32bit(const long long* table, int n_tensors, long long total_work,
-                             const bnb_optim_params* params, float* norms, void* stream);
+                             const bnb_optim_params* params, double* norms, void* stream);
 int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, long long total_work,
                             const float* qmap1, const float* qmap2, const bnb_optim_params* params,
-                            float* norms, void* stream);
+                            double* norms, void* stream);

@@ -66,7 +66,8 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
     for (int m = BNB_WARP / 2; m > 0; m >>= 1) v += BNB_SHFL_XOR(v, m);
     return v;

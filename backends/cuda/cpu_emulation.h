@@ -50,18 +50,19 @@ inline dim3 blockDim, gridDim;
 
 struct EmuWarp {
     std::barrier<> bar{32};
-    float buf[32];
+    double buf[32]; /* float and double lanes (a float round-trips exactly) */
 };
 inline thread_local EmuWarp* emu_warp = nullptr;
 inline thread_local std::barrier<>* emu_block = nullptr;
 
 inline void __syncthreads() { emu_block->arrive_and_wait(); }
 
-inline float __shfl_xor_sync(unsigned, float v, int m) {
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int m) {
     const int lane = threadIdx.x % 32;
-    emu_warp->buf[lane] = v;
+    emu_warp->buf[lane] = (double)v;
     emu_warp->bar.arrive_and_wait();
-    const float r = emu_warp->buf[lane ^ m];
+    const T r = (T)emu_warp->buf[lane ^ m];
     emu_warp->bar.arrive_and_wait();
     return r;
 }
@@ -75,10 +76,11 @@ inline int __dp4a(int a, int b, int c) {
     for (int i = 0; i < 4; ++i) c += (int)(signed char)(a >> (8 * i)) * (int)(signed char)(b >> (8 * i));
     return c;
 }
-inline float atomicAdd(float* p, float v) {
+template <typename T>
+inline T atomicAdd(T* p, T v) {
     static std::mutex m;
     std::lock_guard<std::mutex> lock(m);
-    const float old = *p;
+    const T old = *p;
     *p = old + v;
     return old;
 }

@@ -203,7 +203,7 @@ class GpuKernels:
         hp.decay_factor = 1 - lr * weight_decay
         hp.gnorm_scale, hp.max_unorm = gnorm_scale, max_unorm
         hp.c1, hp.c2 = 1 - beta1**step, 1 - beta2**step
-        norms = torch.zeros((2 * len(rows),), dtype=torch.float32, device=device) if max_unorm > 0 else None
+        norms = torch.zeros((2 * len(rows),), dtype=torch.float64, device=device) if max_unorm > 0 else None
         ptr = self._ptr
         if eight_bit:
             fn, extra = "bnb_cuda_optimizer_8bit", (ptr(qmap1), ptr(qmap2))

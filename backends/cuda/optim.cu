@@ -94,10 +94,10 @@ __device__ __forceinline__ float update_direction(const bnb_optim_params& h, flo
 }
 
 // lr times the clipping factor of tensor t: min(1, max_unorm * ||p|| / ||u||) when clipping applies.
-__device__ __forceinline__ float step_size(const bnb_optim_params& h, const float* norms, int t) {
+__device__ __forceinline__ float step_size(const bnb_optim_params& h, const double* norms, int t) {
     if (!(h.max_unorm > 0.0f)) return h.lr;
-    const float unorm = sqrtf(norms[2 * t]);
-    const float limit = h.max_unorm * sqrtf(norms[2 * t + 1]);
+    const float unorm = (float)sqrt(norms[2 * t]);
+    const float limit = h.max_unorm * (float)sqrt(norms[2 * t + 1]);
     const float scale = (limit > 0.0f && unorm > limit) ? limit / fmaxf(unorm, 1e-38f) : 1.0f;
     return h.lr * scale;
 }
@@ -107,7 +107,7 @@ __device__ __forceinline__ float new_param(const bnb_optim_params& h, float p, f
     return p - lr * u;
 }
 
-__device__ __forceinline__ void add_norms(float* norms, int t, float su, float sp) {
+__device__ __forceinline__ void add_norms(double* norms, int t, double su, double sp) {
     su = warp_sum(su);
     sp = warp_sum(sp);
     if (threadIdx.x % BNB_WARP == 0) {
@@ -118,7 +118,7 @@ __device__ __forceinline__ void add_norms(float* norms, int t, float su, float s
 
 // 32-bit states: a CUDA block per chunk of BNB_OPTIM32_CHUNK elements of one tensor.
 __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, int64_t total_chunks,
-                                       bnb_optim_params h, float* norms) {
+                                       bnb_optim_params h, double* norms) {
     const int ns = n_states(h.optimizer);
     for (int64_t chunk = blockIdx.x; chunk < total_chunks; chunk += gridDim.x) {
         int t;
@@ -128,7 +128,7 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
         float* s1 = (float*)row.s1;
         float* s2 = (float*)row.s2;
         const float lr = h.norm_pass ? 0.0f : step_size(h, norms, t);
-        float su = 0.0f, sp = 0.0f;
+        double su = 0.0, sp = 0.0;  // squares in float64: tiny parameters keep their norm
 #pragma unroll 4
         for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
             const float p = load_f(row.p, row.p_dtype, i);
@@ -138,8 +138,8 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
             else if (ns == 2) s[1] = s2[i];
             const float u = update_direction(h, g, p, s);
             if (h.norm_pass) {
-                su += u * u;
-                sp += p * p;
+                su += (double)u * u;
+                sp += (double)p * p;
                 continue;
             }
             s1[i] = s[0];
@@ -155,7 +155,7 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
 // find their new absmax; sweep 2 recomputes them from the still-unchanged codes, writes the parameter
 // and the new codes (each element is read and written by the same lane, in that order).
 __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
-                                      const float* qmap1, const float* qmap2, bnb_optim_params h, float* norms) {
+                                      const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms) {
     __shared__ float q1[256], q2[256], mid1[255], mid2[255];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
         q1[i] = qmap1[i];
@@ -191,7 +191,7 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
         const float lr = h.norm_pass ? 0.0f : step_size(h, norms, t);
 
         float new_max[3] = {0.0f, 0.0f, 0.0f};
-        float su = 0.0f, sp = 0.0f;
+        double su = 0.0, sp = 0.0;  // squares in float64: tiny parameters keep their norm
 #pragma unroll 4
         for (int i = lane; i < len; i += BNB_WARP) {  // sweep 1
             const float p = load_f(row.p, row.p_dtype, base + i);
@@ -200,8 +200,8 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
             for (int k = 0; k < ns; ++k) s[k] = qk[k][codes[k][i]] * old_max[k];
             const float u = update_direction(h, g, p, s);
             for (int k = 0; k < ns; ++k) new_max[k] = fmaxf(new_max[k], fabsf(s[k]));
-            su += u * u;
-            sp += p * p;
+            su += (double)u * u;
+            sp += (double)p * p;
         }
         if (h.norm_pass) {
             add_norms(norms, t, su, sp);
@@ -235,7 +235,7 @@ bool bad_params(const bnb_optim_params* h, int n_tensors, long long total_work) 
 }  // namespace
 
 extern "C" int bnb_cuda_optimizer_32bit(const long long* table, int n_tensors, long long total_work,
-                                        const bnb_optim_params* params, float* norms, void* stream) {
+                                        const bnb_optim_params* params, double* norms, void* stream) {
     if (bad_params(params, n_tensors, total_work) || ((params->norm_pass || params->max_unorm > 0.0f) && !norms))
         return (int)cudaErrorInvalidValue;
     if (n_tensors == 0 || total_work == 0) return 0;
@@ -246,7 +246,7 @@ extern "C" int bnb_cuda_optimizer_32bit(const long long* table, int n_tensors, l
 
 extern "C" int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, long long total_work,
                                        const float* qmap1, const float* qmap2, const bnb_optim_params* params,
-                                       float* norms, void* stream) {
+                                       double* norms, void* stream) {
     if (bad_params(params, n_tensors, total_work) || qmap1 == nullptr || params->blocksize < 32 ||
         (params->blocksize & (params->blocksize - 1)) != 0 || ((params->norm_pass || params->max_unorm > 0.0f) && !norms))
         return (int)cudaErrorInvalidValue;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from bnb_api.conformance import assertions as check
@@ -160,6 +162,9 @@ class Gemv4bit(OpCase):
         W = ref4.dequantize_4bit_flat(B.reshape(-1).view(torch.uint8), absmax, code, bs, N * K).view(N, K)
         scale = (A.detach().reshape(1, K).double().abs() @ W.double().abs().T).reshape(want[0].shape)
         tol = tolerance(self.op, cell.dtype, cell.fmt)
+        # a float32 product that underflows rounds to within half the smallest subnormal, and the kernel and
+        # the reference underflow in different products (code * absmax first, or A * code first): K + 1 ulps
+        tol = dataclasses.replace(tol, atol=tol.atol * (K + 1))
         return check.assert_close(self.op, "out", got[0], want[0], tol, ctx, scale=scale)
 
     def bench_example(self, cell, numel):

@@ -74,11 +74,14 @@ def update_direction(
 
 
 def clip_scale(u: torch.Tensor, p: torch.Tensor, max_unorm: float) -> torch.Tensor | float:
-    """``min(1, max_unorm * ||p|| / ||u||)``, or 1 when clipping is off or ``||p|| == 0``."""
+    """``min(1, max_unorm * ||p|| / ||u||)``, or 1 when clipping is off or ``||p|| == 0``.
+
+    The norms are summed in float64 and rounded to float32 (a float32 sum of squares underflows for tiny
+    parameters and would turn clipping off); the ratio is float32."""
     if max_unorm <= 0:
         return 1.0
-    unorm = torch.linalg.vector_norm(u)
-    limit = max_unorm * torch.linalg.vector_norm(p)
+    unorm = torch.linalg.vector_norm(u.double()).float()
+    limit = max_unorm * torch.linalg.vector_norm(p.double()).float()
     clip = (limit > 0) & (unorm > limit)
     return torch.where(clip, limit / unorm.clamp(min=1e-38), torch.ones_like(unorm))
 
