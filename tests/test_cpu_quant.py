@@ -84,6 +84,25 @@ def test_blockwise_any_code_book_and_float64(isa):
         assert (err <= best + 1e-6).all(), "a value did not take its nearest code (float64)"
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_blockwise_large_call_bucket_table_ties(isa, signed):
+    """Calls of >= 64K elements take the bucket-table search: every midpoint of the code book, its float32
+    neighbours and random values (blocks pinned to absmax 1) get exactly the reference's codes."""
+    code = codes.dynamic_map(signed=signed)
+    mid = (code[:-1] + code[1:]) * 0.5
+    probes = torch.cat([mid, torch.nextafter(mid, torch.tensor(2.0)), torch.nextafter(mid, torch.tensor(-2.0))])
+    probes = probes if signed else probes.abs()
+    n = 70001
+    A = torch.cat([probes.repeat(n // probes.numel() + 1)[: n // 2], _data((n - n // 2,), torch.float32, seed=7)])
+    A = A.clamp(-1, 1)
+    A[::256] = 1.0  # absmax 1: the probes are scaled exactly
+    for blocksize in (256, 4096):
+        q, absmax = kq.quantize_blockwise_cpu(A, code, blocksize)
+        q_ref, absmax_ref = ref_bw.quantize_blockwise(A, code, blocksize)
+        assert torch.equal(absmax, absmax_ref)
+        assert torch.equal(q, q_ref), f"codes differ at {(q != q_ref).nonzero()[:5].tolist()} [{isa}]"
+
+
 def test_blockwise_zero_block_and_one_element(isa):
     A = torch.zeros(300)
     A[200:] = torch.randn(100)

@@ -175,7 +175,7 @@ BNBO_INLINE void v_store_quant(uint8_t *c, vf x, int cnt, const vq *q) {
     memcpy(c, tmp, (size_t)cnt);
 }
 
-/* The bucket-table search (bnbo_qtab.lut): order-preserving key, one gather, one correction. */
+/* The bucket-table search (bucket_lut.h): order-preserving key, one gather, one correction. */
 typedef struct {
     __m256i lo, hi, b0, lowmask;
     __m128i shift;
@@ -184,12 +184,12 @@ typedef struct {
 
 BNBO_INLINE vql v_qprep_lut(const bnbo_qtab *t) {
     vql q;
-    q.lo = _mm256_set1_epi32((int)t->lut_lo);
-    q.hi = _mm256_set1_epi32((int)t->lut_hi);
-    q.b0 = _mm256_set1_epi32((int)t->lut_b0);
-    q.lowmask = _mm256_set1_epi32((int)((1u << t->lut_shift) - 1u));
-    q.shift = _mm_cvtsi32_si128(t->lut_shift);
-    q.lut = t->lut;
+    q.lo = _mm256_set1_epi32((int)t->bl.lo);
+    q.hi = _mm256_set1_epi32((int)t->bl.hi);
+    q.b0 = _mm256_set1_epi32((int)t->bl.b0);
+    q.lowmask = _mm256_set1_epi32((int)((1u << t->bl.shift) - 1u));
+    q.shift = _mm_cvtsi32_si128(t->bl.shift);
+    q.lut = t->bl.lut;
     return q;
 }
 

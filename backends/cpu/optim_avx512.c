@@ -194,34 +194,13 @@ BNBO_INLINE void v_store_quant(uint8_t *c, vf x, int cnt, const vq *q) {
 
 #undef BNBO_LT
 
-/* The bucket-table search (bnbo_qtab.lut): order-preserving key, one gather, one correction. */
-typedef struct {
-    __m512i lo, hi, b0, lowmask;
-    __m128i shift;
-    const uint32_t *lut;
-} vql;
+/* The bucket-table search (bucket_lut.h). */
+typedef bucket_lut_zmm vql;
 
-BNBO_INLINE vql v_qprep_lut(const bnbo_qtab *t) {
-    vql q;
-    q.lo = _mm512_set1_epi32((int)t->lut_lo);
-    q.hi = _mm512_set1_epi32((int)t->lut_hi);
-    q.b0 = _mm512_set1_epi32((int)t->lut_b0);
-    q.lowmask = _mm512_set1_epi32((int)((1u << t->lut_shift) - 1u));
-    q.shift = _mm_cvtsi32_si128(t->lut_shift);
-    q.lut = t->lut;
-    return q;
-}
+BNBO_INLINE vql v_qprep_lut(const bnbo_qtab *t) { return bucket_lut_zmm_load(&t->bl); }
 
 BNBO_INLINE void v_store_quant_lut(uint8_t *c, vf x, int cnt, const vql *q) {
-    const __m512i b = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps())); /* -0 -> +0 */
-    __m512i key = _mm512_xor_si512(b, _mm512_or_si512(_mm512_srai_epi32(b, 31), _mm512_set1_epi32(INT32_MIN)));
-    key = _mm512_min_epu32(_mm512_max_epu32(key, q->lo), q->hi);
-    const __m512i bucket = _mm512_sub_epi32(_mm512_srl_epi32(key, q->shift), q->b0);
-    const __m512i e = _mm512_i32gather_epi32(bucket, (const void *)q->lut, 4);
-    const __mmask16 up = _mm512_cmplt_epi32_mask(_mm512_srli_epi32(e, 8), _mm512_and_si512(key, q->lowmask));
-    __m512i code = _mm512_and_si512(e, _mm512_set1_epi32(255));
-    code = _mm512_mask_add_epi32(code, up, code, _mm512_set1_epi32(1));
-    const __m128i bytes = _mm512_cvtepi32_epi8(code);
+    const __m128i bytes = _mm512_cvtepi32_epi8(bucket_lut_zmm_codes(q, x));
     if (cnt >= VW)
         _mm_storeu_si128((__m128i *)c, bytes);
     else

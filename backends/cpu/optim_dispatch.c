@@ -81,44 +81,6 @@ static bnbo_search_fn search_fn(void) {
 
 /* ---- tables and constants ---- */
 
-/* The bucket table of a code book (see bnbo_qtab), with the fewest key bits per bucket (mantissa bits
- * 4..8 below the exponent) that leave at most one midpoint in each bucket; NULL when none does (or the
- * midpoints are not ascending) and the register search serves. Caller frees t->lut. */
-static void build_lut(bnbo_qtab *t) {
-    t->lut = NULL;
-    for (int i = 0; i < 254; i++)
-        if (!(t->mid[i] <= t->mid[i + 1])) return; /* unsorted or NaN: no table */
-    const uint32_t kmin = bnbo_fkey(-1.0f), kmax = bnbo_fkey(1.0f);
-    uint32_t keys[255];
-    for (int i = 0; i < 255; i++) keys[i] = bnbo_fkey(t->mid[i]);
-    const uint32_t lo = keys[0] > kmin ? keys[0] : kmin, hi = keys[254] < kmax ? keys[254] : kmax;
-    if (lo > hi) return;
-    for (int mbits = 4; mbits <= 8; mbits++) {
-        const int s = 23 - mbits;
-        const uint32_t b0 = lo >> s, b1 = (hi >> s) + 1, nb = b1 - b0 + 1;
-        int dense = 0;
-        for (int i = 0; i + 1 < 255 && !dense; i++)
-            dense = (keys[i] >> s) >= b0 && (keys[i] >> s) <= b1 && (keys[i] >> s) == (keys[i + 1] >> s);
-        if (dense) continue;
-        uint32_t *lut = (uint32_t *)malloc(sizeof(uint32_t) * nb);
-        if (!lut) return;
-        int j = 0; /* midpoints with key below the current bucket */
-        for (uint32_t b = 0; b < nb; b++) {
-            const uint32_t start = (b0 + b) << s;
-            while (j < 255 && keys[j] < start) j++;
-            uint32_t thr = 1u << s;
-            if (j < 255 && (keys[j] >> s) == b0 + b) thr = keys[j] & ((1u << s) - 1u);
-            lut[b] = (uint32_t)j | thr << 8;
-        }
-        t->lut = lut;
-        t->lut_lo = b0 << s;
-        t->lut_hi = ((b1 + 1) << s) - 1u;
-        t->lut_b0 = b0;
-        t->lut_shift = s;
-        return;
-    }
-}
-
 static void build_qtab(bnbo_qtab *t, const float *q, int with_lut) {
     for (int i = 0; i < 255; i++) t->mid[i] = (q[i] + q[i + 1]) * 0.5f;
     t->mid[255] = INFINITY;
@@ -130,8 +92,8 @@ static void build_qtab(bnbo_qtab *t, const float *q, int with_lut) {
         const uint32_t u = bnbo_f2u(q[i]);
         for (int k = 0; k < 4; k++) t->planes[k][i] = (uint8_t)(u >> (8 * k));
     }
-    t->lut = NULL;
-    if (with_lut && bnbo_isa_active() != BNBO_ISA_GENERIC) build_lut(t);
+    memset(&t->bl, 0, sizeof(t->bl));
+    if (with_lut && bnbo_isa_active() != BNBO_ISA_GENERIC) bucket_lut_build(&t->bl, t->mid);
 }
 
 static int two_state(int opt) {
@@ -222,7 +184,7 @@ int bnbo_nearest_codes(const float *qmap, int64_t n_qmap, const float *x, uint8_
     if (!tab) return BNBO_ENOMEM;
     build_qtab(tab, qmap, 1);
     search_fn()(tab, x, codes, n);
-    free((void *)tab->lut);
+    bucket_lut_free(&tab->bl);
     free(tab);
     return BNBO_OK;
 }
@@ -264,7 +226,7 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
     tabs = (bnbo_qtab *)aligned_alloc(64, 2 * sizeof(bnbo_qtab));
     segs = (bnbo_seg *)malloc(sizeof(bnbo_seg) * (size_t)(n_params ? n_params : 1));
     lr_s = (float *)malloc(sizeof(float) * (size_t)(n_params ? n_params : 1));
-    if (tabs) tabs[0].lut = tabs[1].lut = NULL;
+    if (tabs) tabs[0].bl.lut = tabs[1].bl.lut = NULL;
     if (!tabs || !segs || !lr_s) goto done;
 
     /* chunks: whole blocks (8-bit) of about BNBO_CHUNK elements */
@@ -350,8 +312,8 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
     rc = BNBO_OK;
 done:
     if (tabs) {
-        free((void *)tabs[0].lut);
-        free((void *)tabs[1].lut);
+        bucket_lut_free(&tabs[0].bl);
+        bucket_lut_free(&tabs[1].bl);
     }
     free(tabs);
     free(segs);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bucket_lut.h"
 #include "optim.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -39,23 +40,8 @@ typedef struct {
     float col[16][16] BNBO_ALIGN64;
     float code[256] BNBO_ALIGN64;
     uint8_t planes[4][256] BNBO_ALIGN64; /* byte k of code[i] (little endian): the VBMI lookup tables */
-    /* Optional bucket table of the SIMD search (NULL when the code book is too dense for it): the
-     * order-preserving integer key of x (bnbo_fkey) clamped to [lut_lo, lut_hi] selects bucket
-     * (key >> lut_shift) - lut_b0; entry = base | thr << 8 with base = number of midpoints below the
-     * bucket and thr = low key bits of the one midpoint inside it (1 << lut_shift when none), so
-     * code = base + (thr < (key & low mask)). Exact because every bucket holds at most one midpoint. */
-    const uint32_t *lut;
-    uint32_t lut_lo, lut_hi, lut_b0;
-    int lut_shift;
+    bucket_lut bl; /* bucket table of the SIMD search (bucket_lut.h), lut NULL when none */
 } bnbo_qtab;
-
-/* Order-preserving map of float32 to uint32 (x < y <=> key(x) < key(y) for non-NaN, -0 taken as +0). */
-BNBO_INLINE uint32_t bnbo_fkey(float x) {
-    uint32_t b;
-    x += 0.0f;
-    memcpy(&b, &x, 4);
-    return b ^ ((uint32_t)((int32_t)b >> 31) | 0x80000000u);
-}
 
 /* One parameter as the kernels see it: up to three state streams (in the optimizer's order, see
  * optim_dispatch.c), float (32-bit) or codes + absmax (8-bit). */

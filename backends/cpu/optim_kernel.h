@@ -7,7 +7,7 @@
  * v_store_f32, v_load_dt / v_store_dt for the parameter dtype, v_load_codes = code-book lookup), the
  * requantization v_store_quant with its register-resident tables `vq` / v_qprep, and KNAME(name).
  * Optionally (BNBO_HAS_LUT) v_store_quant_lut / v_qprep_lut / `vql`: the bucket-table search, used when
- * the code book has a table (bnbo_qtab.lut); both searches return the same codes.
+ * the code book has a table (bnbo_qtab.bl); both searches return the same codes.
  *
  * Every formula follows core/reference/optim.py operation by operation (each torch op rounds to float32;
  * the build disables FMA contraction), so all three instantiations compute identical values. One
@@ -142,7 +142,7 @@ BNBO_INLINE void KNAME(k_requant)(const bnbo_qtab *tab, const float *vals, int64
     const vf vinv = v_set1(inv), one = v_set1(1.0f), mone = v_set1(-1.0f);
     int64_t i = 0;
 #ifdef BNBO_HAS_LUT
-    if (tab->lut) {
+    if (tab->bl.lut) {
         const vql ql = v_qprep_lut(tab);
         for (; i + VW <= len; i += VW)
             v_store_quant_lut(codes + i, v_max(v_min(v_mul(v_load_f32(vals + i, VW), vinv), one), mone), VW, &ql);
@@ -237,7 +237,7 @@ void KNAME(bnbo_chunk)(const bnbo_job *job, const bnbo_seg *seg, int64_t lo, int
 void KNAME(bnbo_search)(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n) {
     int64_t i = 0;
 #ifdef BNBO_HAS_LUT
-    if (tab->lut) {
+    if (tab->bl.lut) {
         const vql ql = v_qprep_lut(tab);
         for (; i + VW <= n; i += VW) v_store_quant_lut(codes + i, v_load_f32(x + i, VW), VW, &ql);
         if (i < n) v_store_quant_lut(codes + i, v_load_f32(x + i, (int)(n - i)), (int)(n - i), &ql);

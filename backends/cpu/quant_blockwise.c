@@ -11,9 +11,11 @@
 #include <stdlib.h>
 
 #include "quant_internal.h"
+#include "bucket_lut.h"
 #include "lut256_vbmi.h"
 
 #define DQ8_GROUP_ELEMS 16384 /* dequantize_blockwise: elements per scheduling unit of the VBMI path */
+#define Q8_LUT_MIN_ELEMS 65536 /* quantize_blockwise: from this size the bucket table (built per call) pays */
 #define SEARCH_TABLE_LEN 256 /* floats of the AVX-512 search tables (see search_tables) */
 
 /* midpoints (c[i] + c[i+1]) * 0.5 in float32, padded with +inf to `len` (a power of two) */
@@ -137,6 +139,24 @@ TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int6
     }
 }
 
+/* The same with the bucket table (bucket_lut.h): one gather per 16 values instead of 8 probes. */
+TGT_AVX512 static void q8_block_avx512_lut(const void *A, int dtype, int64_t s, int64_t len, const bucket_lut *t,
+                                           uint8_t *out, float *absmax) {
+    __m512 vmax = _mm512_setzero_ps();
+    for (int64_t i = 0; i < len; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
+    const float amax = _mm512_reduce_max_ps(vmax);
+    *absmax = amax;
+    const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax)), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
+    const bucket_lut_zmm q = bucket_lut_zmm_load(t);
+    for (int64_t i = 0; i < len; i += 16) {
+        const __mmask16 m = bnbq_mask16(len - i);
+        __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, m), inv);
+        v = _mm512_min_ps(_mm512_max_ps(v, neg), one);
+        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket_lut_zmm_codes(&q, v));
+    }
+}
+
 TGT_AVX512 static void dq8_block_avx512(const uint8_t *A, int64_t s, int64_t len, float scale, const float *code,
                                         void *out, int dtype) {
     const __m512 sc = _mm512_set1_ps(scale);
@@ -192,8 +212,11 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
     midpoints(code, 256, mid, 256);
     bnbq_hugepage_hint(out, n);
     const int isa = bnbq_isa_level();
+    bucket_lut lut;
+    memset(&lut, 0, sizeof(lut));
 #if BNBQ_X86
     search_tables(mid, tables);
+    if (isa == BNBQ_ISA_AVX512 && n >= Q8_LUT_MIN_ELEMS) bucket_lut_build(&lut, mid);
 #else
     (void)tables;
 #endif
@@ -202,6 +225,10 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
     for (int64_t b = 0; b < absmax_len; b++) {
         const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
 #if BNBQ_X86
+        if (lut.lut) {
+            q8_block_avx512_lut(A, dtype, s, len, &lut, out, absmax + b);
+            continue;
+        }
         if (isa == BNBQ_ISA_AVX512) {
             q8_block_avx512(A, dtype, s, len, tables, out, absmax + b);
             continue;
@@ -214,6 +241,7 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
         (void)isa;
         q8_block_generic(A, dtype, s, len, mid, out, absmax + b);
     }
+    bucket_lut_free(&lut);
     return BNBQ_OK;
 }
 
