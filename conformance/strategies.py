@@ -303,7 +303,7 @@ def gemv_4bit(draw, dtype: str, lim: Limits, nested: bool) -> Example:
 
 def int8_vectorwise_quant(dtype: str, lim: Limits, threshold: float) -> st.SearchStrategy[Example]:
     modes = ("normal", "ties", "huge", "tiny", "mixed") + (("outliers", "outliers") if threshold > 0 else ())
-    return st.builds(lambda A: Example.of(A=A), float_specs(dtype, lim.max_numel, values=modes))
+    return st.builds(lambda A: Example.of(A=A), float_specs(dtype, lim.max_numel, values=modes, specials=True))
 
 
 @st.composite

@@ -294,6 +294,26 @@ def test_int8_vectorwise_quant_matches_reference(isa, dtype, shape, threshold):
     assert ((codes_.reshape(x.shape).double() - scaled)[:, keep].abs() <= 0.5 + 1e-4).all()
 
 
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_int8_vectorwise_quant_specials_and_ties(isa, threshold):
+    """NaN, infinities, values rounding to +-127.5 and exact .5 ties (round half to even), inside the
+    64-wide steps of the AVX-512 path and in its tail: the reference's codes, absmax and outlier columns."""
+    K = 64 * 3 + 21
+    A = _data((5, K), torch.float32, seed=11)
+    A[0, 3], A[0, 70], A[0, K - 2] = float("nan"), float("inf"), float("-inf")
+    A[1] = torch.arange(K, dtype=torch.float32) - 106.5  # absmax 106.5 -> codes hit ties of k * 127/106.5
+    A[2, :] = 0.0
+    A[2, 100] = -2.0
+    A[3] = torch.linspace(-1, 1, K) * 5.999
+    A[4, 65], A[4, 200] = 6.0, -7.5  # outliers when the threshold is 6
+    for dtype in FLOATS:
+        X = A.to(dtype)
+        c, a, cols = kq.int8_vectorwise_quant_cpu(X, threshold)
+        c_ref, a_ref, cols_ref = ref_i8.int8_vectorwise_quant(X, threshold)
+        assert torch.equal(cols, cols_ref) and torch.equal(a.nan_to_num(), a_ref.nan_to_num())
+        assert torch.equal(c, c_ref), f"codes differ at {(c != c_ref).nonzero()[:5].tolist()} [{dtype}, {isa}]"
+
+
 def test_int8_vectorwise_quant_all_outliers_row(isa):
     A = torch.tensor([[5.0, -6.0, 7.0], [0.5, 0.25, -0.125]])
     c, a, cols = kq.int8_vectorwise_quant_cpu(A, 4.0)

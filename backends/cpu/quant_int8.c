@@ -27,14 +27,17 @@ BNBQ_INLINE void vq_row_body(const void *A, int dtype, int64_t row, int64_t K, f
                              float *row_absmax, uint8_t *tflags) {
     const int64_t s = row * K;
     float amax = 0.0f;
+    int nan = 0;
     for (int64_t k = 0; k < K; k++) {
         const float a = fabsf(bnbq_load(A, dtype, s + k));
         if (thr > 0.0f && a >= thr) {
             tflags[k] = 1;
             continue;
         }
+        nan |= a != a;
         amax = a > amax ? a : amax;
     }
+    if (nan) amax = NAN; /* torch's amax propagates NaN (its codes are then all 0) */
     row_absmax[row] = amax;
     const float scale = amax > 0.0f ? (1.0f / amax) * 127.0f : 0.0f; /* torch: 127 / t is reciprocal(t) * 127 */
     for (int64_t k = 0; k < K; k++) {
@@ -58,25 +61,46 @@ TGT_AVX512 static void vq_row_avx512(const void *A, int dtype, int64_t row, int6
                                      float *row_absmax, uint8_t *tflags) {
     const int64_t s = row * K;
     const __m512 vthr = _mm512_set1_ps(thr > 0.0f ? thr : INFINITY);
+    const __mmask16 detect = thr > 0.0f ? 0xFFFF : 0; /* threshold 0: no outliers (inf included) */
     __m512 vmax = _mm512_setzero_ps();
+    __mmask16 nan = 0;
     for (int64_t k = 0; k < K; k += 16) {
         const __mmask16 m = bnbq_mask16(K - k);
         const __m512 a = _mm512_abs_ps(bnbq_load16(A, dtype, s + k, m));
-        const __mmask16 out = _mm512_mask_cmp_ps_mask(m, a, vthr, _CMP_GE_OQ);
+        const __mmask16 out = _mm512_mask_cmp_ps_mask(m & detect, a, vthr, _CMP_GE_OQ);
         if (out) {
             for (int l = 0; l < 16; l++)
                 if (out & (1u << l)) tflags[k + l] = 1;
         }
+        nan |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
         vmax = _mm512_mask_max_ps(vmax, (__mmask16)~out, vmax, a);
     }
-    const float amax = _mm512_reduce_max_ps(vmax);
+    const float amax = nan ? NAN : _mm512_reduce_max_ps(vmax); /* torch's amax propagates NaN */
     row_absmax[row] = amax;
     const __m512 scale = _mm512_set1_ps(amax > 0.0f ? (1.0f / amax) * 127.0f : 0.0f);
     const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    for (int64_t k = 0; k < K; k += 16) {
+    /* 64 codes per step: saturating packs to bytes (lane-interleaved, undone by one dword permute) and
+     * one 64-byte store, instead of four narrowing stores */
+    const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const __m512i m127 = _mm512_set1_epi8(-127);
+    int64_t k = 0;
+    for (; k + 64 <= K; k += 64) {
+        __m512i q[4];
+        for (int j = 0; j < 4; j++) {
+            const __m512 x = bnbq_load16(A, dtype, s + k + 16 * j, 0xFFFF);
+            const __m512 r = _mm512_mul_ps(x, scale);
+            const __mmask16 keep = (_mm512_cmp_ps_mask(_mm512_abs_ps(x), vthr, _CMP_LT_OQ) | (__mmask16)~detect) &
+                                   _mm512_cmp_ps_mask(r, r, _CMP_ORD_Q);
+            q[j] = _mm512_maskz_mov_epi32(keep, _mm512_cvtps_epi32(r)); /* round to nearest even */
+        }
+        __m512i b = _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]));
+        b = _mm512_max_epi8(b, m127);
+        _mm512_storeu_si512((void *)(codes + s + k), _mm512_permutexvar_epi32(order, b));
+    }
+    for (; k < K; k += 16) {
         const __mmask16 m = bnbq_mask16(K - k);
         const __m512 x = bnbq_load16(A, dtype, s + k, m);
-        const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(x), vthr, _CMP_LT_OQ);
+        const __mmask16 keep = m & (_mm512_cmp_ps_mask(_mm512_abs_ps(x), vthr, _CMP_LT_OQ) | (__mmask16)~detect);
         __m512 r = _mm512_mul_ps(x, scale);
         __m512i q = _mm512_cvtps_epi32(r); /* round to nearest even (MXCSR default) */
         q = _mm512_min_epi32(_mm512_max_epi32(q, lo), hi);

@@ -8,15 +8,19 @@ namespace {
 constexpr int kThreads = 256;
 constexpr float kInv127Sq = (float)(1.0 / (127.0 * 127.0));  // as torch.tensor(1/127**2, float32)
 
+// max that propagates NaN, as torch's amax (fmaxf drops it)
+__device__ __forceinline__ float max_nan(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }
+
 __device__ float block_max(float v) {
     __shared__ float partial[kThreads / BNB_WARP];
     __shared__ float result;
-    v = warp_max(v);
+#pragma unroll
+    for (int m = BNB_WARP / 2; m > 0; m >>= 1) v = max_nan(v, BNB_SHFL_XOR(v, m));
     if (threadIdx.x % BNB_WARP == 0) partial[threadIdx.x / BNB_WARP] = v;
     __syncthreads();
     if (threadIdx.x == 0) {
         float m = partial[0];
-        for (int w = 1; w < kThreads / BNB_WARP; ++w) m = fmaxf(m, partial[w]);
+        for (int w = 1; w < kThreads / BNB_WARP; ++w) m = max_nan(m, partial[w]);
         result = m;
     }
     __syncthreads();
@@ -33,7 +37,7 @@ __global__ void row_absmax_kernel(const void* A, int dtype, float* row_absmax, i
         for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
             const float a = fabsf(load_f(A, dtype, r * K + k));
             if (threshold > 0.0f && a >= threshold) col_flags[k] = 1;
-            else m = fmaxf(m, a);
+            else m = max_nan(m, a);  // a NaN entry makes the row absmax NaN (and its codes 0)
         }
         m = block_max(m);
         if (threadIdx.x == 0) row_absmax[r] = m;
@@ -51,7 +55,7 @@ __global__ void row_quant_kernel(const void* A, int dtype, const float* row_absm
             int8_t q = 0;
             if (!(threshold > 0.0f && col_flags[k])) {
                 const float v = rintf(load_f(A, dtype, r * K + k) * scale);
-                q = (int8_t)fminf(fmaxf(v, -127.0f), 127.0f);
+                q = v == v ? (int8_t)fminf(fmaxf(v, -127.0f), 127.0f) : 0;  // NaN (inf * 0, NaN input): 0
             }
             out[r * K + k] = q;
         }
