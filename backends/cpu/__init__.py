@@ -55,6 +55,14 @@ def _guard(family) -> None:
                                      supports=supports)  # fmt: skip
 
 
+def empty_cache() -> int:
+    """Return the idle blocks of the cpu kernels' output pool to the OS (like ``torch.cuda.empty_cache``);
+    the number of bytes freed. See ``output_pool.py``."""
+    from bnb_api.backends.cpu import kernels_quant
+
+    return kernels_quant.empty_cache()
+
+
 def register() -> None:
     """Declare the cpu backend and its kernels (native libraries load at first use)."""
     registry.register_backend(NAME, ("cpu",), probe=_probe, description="C kernels: AVX-512 / AVX2 / portable, OpenMP")

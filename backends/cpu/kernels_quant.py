@@ -14,10 +14,12 @@ the portable ``generic`` path as the oracle of the SIMD paths).
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
 from bnb_api.backends.cpu.native import NativeFamily
+from bnb_api.backends.cpu.output_pool import POOL_ENV, POOL_MIN_BYTES, OutputPool
 from bnb_api.core import codes as code_books
 from bnb_api.core.errors import BnbUnavailableError, BnbValueError
 from bnb_api.core.reference.fourbit import sorted_code_4bit
@@ -50,6 +52,8 @@ def cpu_features() -> dict:
         "cpu_flags": " ".join(n.lower() for n in names if flags & getattr(lib, f"BNBQ_CPU_{n}")) or "none",
         "openmp_threads": lib.bnbq_openmp_max_threads(),
         "parallel_min_work": lib.BNBQ_PARALLEL_MIN_WORK,
+        "output_pool": f"outputs >= {POOL_MIN_BYTES >> 20} MiB reuse freed blocks; up to "
+        f"{_output_pool().limit >> 20} MiB idle ({POOL_ENV})",
     }
 
 
@@ -98,6 +102,35 @@ def _threads() -> int:
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
+_POOL: list = []
+_POOL_LOCK = threading.Lock()
+
+
+def _output_pool():
+    """The quant family's :class:`OutputPool` (created with the native library)."""
+    if not _POOL:
+        ffi, lib = _load()
+        with _POOL_LOCK:
+            if not _POOL:
+                _POOL.append(OutputPool(ffi, lib))
+    return _POOL[0]
+
+
+def _new_output(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized output tensor; large ones reuse pooled memory (see output_pool.py)."""
+    return _output_pool().empty(shape, dtype)
+
+
+def empty_cache() -> int:
+    """Return the idle blocks of the cpu output pool to the OS; the number of bytes freed."""
+    return _output_pool().empty_cache() if _POOL else 0
+
+
+def pool_stats() -> dict:
+    """Idle bytes, limit, hits and misses of the cpu output pool."""
+    return _output_pool().stats()
+
+
 def _nblocks(n: int, blocksize: int) -> int:
     return -(-n // blocksize)
 
@@ -130,8 +163,8 @@ def quantize_blockwise_cpu(A: torch.Tensor, code: torch.Tensor, blocksize: int) 
     _need(op, "code", code, (torch.float32,), 256)
     n = A.numel()
     nb = _nblocks(n, blocksize)
-    out = torch.empty(A.shape, dtype=torch.uint8)
-    absmax = torch.empty((nb,), dtype=torch.float32)
+    out = _new_output(A.shape, torch.uint8)
+    absmax = _new_output((nb,), torch.float32)
     rc = lib.bnbq_quantize_blockwise(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), n, _ptr(ffi, code, "float *"),
                                      code.numel(), blocksize, _ptr(ffi, out, "uint8_t *"), out.numel(),
                                      _ptr(ffi, absmax, "float *"), nb, _threads())  # fmt: skip
@@ -149,7 +182,7 @@ def dequantize_blockwise_cpu(
     _need(op, "A", A, (torch.uint8,))
     _need(op, "absmax", absmax, (torch.float32,), _nblocks(n, blocksize))
     _need(op, "code", code, (torch.float32,), 256)
-    out = torch.empty(A.shape, dtype=dtype)
+    out = _new_output(A.shape, dtype)
     rc = lib.bnbq_dequantize_blockwise(_ptr(ffi, A, "uint8_t *"), n, _ptr(ffi, absmax, "float *"), absmax.numel(),
                                        _ptr(ffi, code, "float *"), 256, blocksize, _ptr(ffi, out),
                                        _dtype_code(lib, dtype, op, "dtype"), out.numel(), _threads())  # fmt: skip
@@ -182,8 +215,8 @@ def quantize_4bit_cpu(
     values, codes = sorted_code_4bit(quant_type, "cpu")
     n = A.numel()
     nb = _nblocks(n, blocksize)
-    packed = torch.empty(((n + 1) // 2,), dtype=torch.uint8)
-    absmax = torch.empty((nb,), dtype=torch.float32)
+    packed = _new_output(((n + 1) // 2,), torch.uint8)
+    absmax = _new_output((nb,), torch.float32)
     rc = lib.bnbq_quantize_4bit(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), n, _ptr(ffi, values, "float *"),
                                 _ptr(ffi, codes, "uint8_t *"), 16, blocksize, _ptr(ffi, packed, "uint8_t *"),
                                 packed.numel(), _ptr(ffi, absmax, "float *"), nb, _threads())  # fmt: skip
@@ -204,7 +237,7 @@ def dequantize_4bit_cpu(
     _need(op, "A", A8, (torch.uint8,), (n + 1) // 2)
     _need(op, "absmax", absmax, (torch.float32,), _nblocks(n, blocksize))
     code = code_books.code_4bit(quant_type, "cpu")
-    out = torch.empty(tuple(shape), dtype=dtype)
+    out = _new_output(tuple(shape), dtype)
     rc = lib.bnbq_dequantize_4bit(_ptr(ffi, A8, "uint8_t *"), A8.numel(), _ptr(ffi, absmax, "float *"), absmax.numel(),
                                   _ptr(ffi, code, "float *"), 16, blocksize, n, _ptr(ffi, out),
                                   _dtype_code(lib, dtype, op, "dtype"), out.numel(), _threads())  # fmt: skip
@@ -239,7 +272,7 @@ def gemv_4bit_cpu(
     _need(op, "B", B8, (torch.uint8,), (N * K + 1) // 2)
     _need(op, "code", code, (torch.float32,), 16)
     nb = _nblocks(N * K, blocksize)
-    out = torch.empty((*A.shape[:-1], N), dtype=A.dtype)
+    out = _new_output((*A.shape[:-1], N), A.dtype)
     if nested_absmax is None:
         _need(op, "absmax", absmax, (torch.float32,), nb)
         am, amq, nested, ncode, offset, nlen = _ptr(ffi, absmax, "float *"), ffi.NULL, ffi.NULL, ffi.NULL, 0.0, 0
@@ -283,9 +316,9 @@ def int8_vectorwise_quant_cpu(
     _need(op, "A", A, _FLOATS)
     K = A.shape[-1]
     rows = A.numel() // K
-    codes = torch.empty(A.shape, dtype=torch.int8)
-    row_absmax = torch.empty((rows,), dtype=torch.float32)
-    flags = torch.empty((K,), dtype=torch.uint8)
+    codes = _new_output(A.shape, torch.int8)
+    row_absmax = _new_output((rows,), torch.float32)
+    flags = _new_output((K,), torch.uint8)
     rc = lib.bnbq_int8_vectorwise_quant(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), rows, K, float(threshold),
                                         _ptr(ffi, codes, "int8_t *"), codes.numel(), _ptr(ffi, row_absmax, "float *"),
                                         rows, _ptr(ffi, flags, "uint8_t *"), K, _threads())  # fmt: skip
@@ -307,7 +340,7 @@ def _int8_mm_native(A2: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     N = B.shape[0]
     _need(op, "A", A2, (torch.int8,), M * K)
     _need(op, "B", B, (torch.int8,), N * K)
-    out = torch.empty((M, N), dtype=torch.int32)
+    out = _new_output((M, N), torch.int32)
     rc = lib.bnbq_int8_linear_matmul(_ptr(ffi, A2, "int8_t *"), M, K, _ptr(ffi, B, "int8_t *"), N,
                                      _ptr(ffi, out, "int32_t *"), out.numel(), _threads())  # fmt: skip
     _check_rc(lib, rc, op)
@@ -351,7 +384,7 @@ def int8_mm_dequant_cpu(
     dtype = dtype or torch.float16
     if bias is not None:
         _need(op, "bias", bias, _FLOATS, N)
-    out = torch.empty(A.shape, dtype=dtype)
+    out = _new_output(A.shape, dtype)
     rc = lib.bnbq_int8_mm_dequant(_ptr(ffi, A, "int32_t *"), M, N, _ptr(ffi, row_stats, "float *"), M,
                                   _ptr(ffi, col_stats, "float *"), N, _ptr(ffi, bias),
                                   0 if bias is None else _dtype_code(lib, bias.dtype, op, "bias"),
@@ -378,7 +411,7 @@ def int8_mm_outlier_cpu(A: torch.Tensor, CB: torch.Tensor, SCB: torch.Tensor, th
     _need(op, "SCB", SCB, (torch.float32,), N)
     if bias is not None:
         _need(op, "bias", bias, _FLOATS, N)
-    out = torch.empty((*A.shape[:-1], N), dtype=A.dtype)
+    out = _new_output((*A.shape[:-1], N), A.dtype)
     rc = lib.bnbq_int8_mm_outlier_row(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), K, _ptr(ffi, CB, "int8_t *"),
                                       N, _ptr(ffi, SCB, "float *"), N, float(threshold), _ptr(ffi, bias),
                                       0 if bias is None else _dtype_code(lib, bias.dtype, op, "bias"),

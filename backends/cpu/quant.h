@@ -49,6 +49,9 @@ int bnbq_isa_detected(void);
 int bnbq_isa_active(void);
 int bnbq_set_isa(int isa);
 int bnbq_openmp_max_threads(void);
+/* output pool blocks (quant_memory.c): 2 MiB-aligned, huge-page advised; NULL when out of memory */
+void *bnbq_pool_alloc(int64_t nbytes);
+void bnbq_pool_free(void *p);
 
 int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *code, int64_t code_len,
                             int64_t blocksize, uint8_t *out, int64_t out_len, float *absmax, int64_t absmax_len,

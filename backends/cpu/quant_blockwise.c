@@ -399,6 +399,37 @@ TGT_AVX512 static void dq4_block_avx512(const uint8_t *packed, int64_t s, int64_
 }
 #endif
 
+#if BNBQ_X86
+/* bf16 output on CPUs with AVX512-BF16: vcvtne2ps2bf16 rounds 32 floats to nearest even in one step. It
+ * flushes subnormals and keeps NaN payloads, so NaN lanes are set to torch's 0x7fc0 and a pair of vectors
+ * holding a subnormal takes the exact integer rounding of bnbq_f32x16_to_bf16 instead. */
+TGT_AVX512BF16 static inline __m512i bf16x32_rne(__m512 v0, __m512 v1) {
+    if (_mm512_fpclass_ps_mask(v0, 0x20) | _mm512_fpclass_ps_mask(v1, 0x20)) /* 0x20: denormal */
+        return _mm512_inserti64x4(_mm512_castsi256_si512(bnbq_f32x16_to_bf16(v0)), bnbq_f32x16_to_bf16(v1), 1);
+    const __m512i r = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+    const __mmask32 nan = (__mmask32)_mm512_fpclass_ps_mask(v0, 0x81) | ((__mmask32)_mm512_fpclass_ps_mask(v1, 0x81) << 16);
+    return _mm512_mask_mov_epi16(r, nan, _mm512_set1_epi16(0x7fc0));
+}
+
+TGT_AVX512BF16 static void dq4_block_avx512_bf16out(const uint8_t *packed, int64_t s, int64_t len, float scale,
+                                                    const float *code, uint16_t *out, int stream) {
+    const __m512 sc = _mm512_set1_ps(scale), table = _mm512_loadu_ps(code);
+    int64_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(packed + ((s + i) >> 1))));
+        w = _mm256_or_si256(_mm256_srli_epi16(w, 4), _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(15)), 8));
+        const __m512 v0 = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(w)), table), sc);
+        const __m512 v1 = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(w, 1)), table), sc);
+        const __m512i h = bf16x32_rne(v0, v1);
+        if (stream)
+            _mm512_stream_si512((void *)(out + s + i), h);
+        else
+            _mm512_storeu_si512((void *)(out + s + i), h);
+    }
+    if (i < len) dq4_range_body(packed, s + i, len - i, scale, code, out, BNBQ_BF16);
+}
+#endif
+
 int bnbq_quantize_4bit(const void *A, int dtype, int64_t n, const float *sorted_values, const uint8_t *sorted_codes,
                        int64_t table_len, int64_t blocksize, uint8_t *packed, int64_t packed_len, float *absmax,
                        int64_t absmax_len, int nthreads) {
@@ -447,12 +478,17 @@ int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float 
     const int team = bnbq_team(nthreads, n);
     /* streaming stores need every block to start on a 64-byte boundary of out: blocksize >= 32 */
     const int stream = blocksize >= 32 && bnbq_stream_ok(out, n * bnbq_dtype_size(dtype));
+    const int bf16out = isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16);
 #pragma omp parallel num_threads(team) if (team > 1)
     {
 #pragma omp for schedule(static) nowait
         for (int64_t b = 0; b < absmax_len; b++) {
             const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
 #if BNBQ_X86
+            if (bf16out) {
+                dq4_block_avx512_bf16out(packed, s, len, absmax[b], code, (uint16_t *)out, stream);
+                continue;
+            }
             if (isa == BNBQ_ISA_AVX512) {
                 dq4_block_avx512(packed, s, len, absmax[b], code, out, dtype, stream);
                 continue;
