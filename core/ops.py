@@ -294,7 +294,8 @@ def gemv_4bit(
     ``B``: 4-bit packed weight of ``shapeB = (N, K)`` (any storage dtype); ``code``: its float32 (16,)
     code book; ``absmax``: float32 per block, or, when ``nested_absmax`` is given, uint8 codes of
     ``absmax - nested_offset`` quantized blockwise (``nested_code``, ``nested_blocksize``).
-    Returns ``A.dtype`` of shape ``(..., N)``, accumulated in float32.
+    Returns ``A.dtype`` of shape ``(..., N)``, accumulated in float32. Accuracy contract: within the output
+    dtype's rounding of ``|A| @ |W|.T`` (a bf16 kernel may multiply with the code book rounded to bf16).
     """
     args = (A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
     check_gemv_4bit(*args)
