@@ -130,6 +130,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
     }
     const __m512i low4 = _mm512_set1_epi16(15);
     gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+    int64_t unit_in_block = 0, block = 0;
     for (int64_t u = 0; u < units; u++) {
         const __m512bh xe = (__m512bh)_mm512_loadu_si512((const void *)(Xe + 32 * u));
         const __m512bh xo = (__m512bh)_mm512_loadu_si512((const void *)(Xo + 32 * u));
@@ -142,8 +143,9 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
             part[rr] = _mm512_dpbf16_ps(part[rr], (__m512bh)wlo, xo);
         }
         if (bs >= 64) {
-            if ((u + 1) % units_per_block) continue;
-            const int64_t j = u / units_per_block;
+            if (++unit_in_block < units_per_block) continue; /* no division per step: a counter */
+            unit_in_block = 0;
+            const int64_t j = block++;
             for (int rr = 0; rr < R; rr++) {
                 acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(block_absmax(am, (r0 + rr) * nbr + j)), acc[rr]);
                 part[rr] = _mm512_setzero_ps();
