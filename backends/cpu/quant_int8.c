@@ -202,6 +202,8 @@ TGT_AVX2 static void mm_avx2(const int8_t *A, int64_t M, int64_t K, const int8_t
         }
 }
 
+#define MM_PREFETCH_ROWS 4
+
 /* VNNI: vpdpbusd multiplies unsigned by signed bytes, so A is offset by 128 (Au = A ^ 0x80) and
  * 128 * sum_k B[n, k] is subtracted. MR rows of A times NR rows of B per register tile. */
 TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const int MR, const int NR, const uint8_t *Au,
@@ -212,9 +214,15 @@ TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const in
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_si512();
     for (int j = 0; j < NR; j++) bsum[j] = _mm512_setzero_si512();
+    /* few rows of A (batch-1 inference): streaming B from memory is the whole cost, so the rows of B
+     * MM_PREFETCH_ROWS ahead are prefetched (when they exist) */
+    const int prefetch = MR <= 4 && n0 + NR - 1 + MM_PREFETCH_ROWS < N;
     for (int64_t k = 0; k < K; k += 64) {
         const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
         __m512i b[2];
+        if (prefetch)
+            for (int j = 0; j < NR; j++)
+                _mm_prefetch((const char *)(B + (n0 + j + MM_PREFETCH_ROWS) * K + k), _MM_HINT_T0);
         for (int j = 0; j < NR; j++) {
             b[j] = _mm512_maskz_loadu_epi8(mk, B + (n0 + j) * K + k);
             bsum[j] = _mm512_dpbusd_epi32(bsum[j], ones, b[j]);
@@ -361,6 +369,8 @@ int bnbq_int8_mm_dequant(const int32_t *A, int64_t M, int64_t N, const float *ro
 
 /* ================================ fused batch-1 int8_mm_outlier ================================ */
 
+#define MM_OUTLIER_AHEAD 16 /* rows ahead whose outlier-column weights are prefetched */
+
 int bnbq_int8_mm_outlier_row(const void *A, int dtype, int64_t K, const int8_t *CB, int64_t N, const float *SCB,
                              int64_t scb_len, float threshold, const void *bias, int bias_dtype, int64_t bias_len,
                              void *out, int64_t out_len, int nthreads) {
@@ -400,6 +410,13 @@ int bnbq_int8_mm_outlier_row(const void *A, int dtype, int64_t K, const int8_t *
         float v = ((float)prod[n] * (sca * SCB[n])) * INV_127_SQ;
         if (bias) v = v + bnbq_load(bias, bias_dtype, n);
         if (n_out) {
+#if BNBQ_X86
+            /* the outlier columns of a row ahead: scattered bytes of a weight that left the cache after the
+             * int8 product, each otherwise a DRAM miss on the critical path */
+            if (n + MM_OUTLIER_AHEAD < N)
+                for (int64_t j = 0; j < n_out; j++)
+                    _mm_prefetch((const char *)(CB + (n + MM_OUTLIER_AHEAD) * K + cols[j]), _MM_HINT_T0);
+#endif
             const float ws = SCB[n] / 127.0f;
             float part = 0.0f;
             for (int64_t j = 0; j < n_out; j++) part += x[cols[j]] * ((float)CB[n * K + cols[j]] * ws);
