@@ -136,6 +136,37 @@ def test_4bit_matches_reference(isa, quant_type, dtype, n):
             assert d.dtype == out_dtype and torch.equal(d, d_ref), f"dequantize_4bit differs [n={n}, {out_dtype}]"
 
 
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_dequantize_large_outputs_streamed_with_special_scales(isa, quant_type):
+    """Outputs above 8 MiB take the streaming stores (and bf16 the vcvtne2ps2bf16 path): still bit-exact,
+    including blocks whose scale makes subnormal products, a NaN scale and an infinite one."""
+    n = 3 << 21  # 6M elements: 12 MiB as bf16 / fp16, 24 MiB as float32
+    g = torch.Generator().manual_seed(3)
+    packed = torch.randint(0, 256, ((n + 1) // 2,), dtype=torch.uint8, generator=g)
+    absmax = torch.rand(n // 64, generator=g) + 0.1
+    absmax[5], absmax[77], absmax[78], absmax[-1] = 1e-39, float("nan"), float("inf"), 3e-40
+    absmax[1000:1100] = 2.0**-126  # products just below the float32 normal range
+    for out_dtype in FLOATS:
+        d = kq.dequantize_4bit_cpu(packed, absmax, 64, quant_type, [n], out_dtype)
+        d_ref = ref_4b.dequantize_4bit(packed, absmax, 64, quant_type, [n], out_dtype)
+        assert _same_bits_or_both_nan(d, d_ref), f"[{out_dtype}, {quant_type}, {isa}]"
+    code = codes.dynamic_map()
+    q = torch.randint(0, 256, (n,), dtype=torch.uint8, generator=g)
+    am8 = torch.rand(n // 256, generator=g)
+    am8[3], am8[9] = float("nan"), 1e-39
+    for out_dtype in FLOATS:
+        d = kq.dequantize_blockwise_cpu(q, am8, code, 256, out_dtype)
+        d_ref = ref_bw.dequantize_blockwise(q, am8, code, 256, out_dtype)
+        assert _same_bits_or_both_nan(d, d_ref), f"[{out_dtype}, blockwise, {isa}]"
+
+
+def _same_bits_or_both_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-identical (signed zeros and subnormals included) except that any NaN matches any NaN (torch's
+    own float -> bf16 conversions disagree on NaN payloads)."""
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a[~nan].view(torch.int8), b[~nan].view(torch.int8))
+
+
 def test_4bit_storage_shape_fp4_zero_and_odd_padding(isa):
     """quant_storage views, 2-D shapes, the FP4 zero rule (<= 0 -> code 0, > 0 -> code 8), odd tail padding."""
     A = torch.tensor([0.0, -0.0, 1e-6, -1e-6, 1.0, 0.0, 0.0])
