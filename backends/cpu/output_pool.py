@@ -46,10 +46,10 @@ class OutputPool:
 
     def empty(self, shape, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialized contiguous tensor of ``shape`` and ``dtype`` (pooled when large enough)."""
-        shape = tuple(int(s) for s in shape)
-        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < POOL_MIN_BYTES or self.limit == 0:
             return torch.empty(shape, dtype=dtype)
+        shape = tuple(int(s) for s in shape)
         raw = None
         with self._lock:
             blocks = self._idle.get(nbytes)
