@@ -242,6 +242,29 @@ def test_gemv_4bit_matches_reference_and_float64(isa, dtype, N, K, blocksize, ne
     assert ((y.reshape(1, N).double() - y_ref.reshape(1, N).double()).abs() <= 2 * tol).all()
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("nested_blocksize", [256, 8])
+def test_gemv_4bit_nested_scales_decoded_per_row(isa, dtype, nested_blocksize):
+    """Rows of 96 blocks (the 64-wide VBMI decode of nested scales and its tail) and nested blocks smaller
+    than 16 (a vector of scales spanning two nested blocks): the reference's result."""
+    N, K, bs = 9, 6144, 64
+    W = _data((N, K), torch.float32, seed=21)
+    A = _data((K,), dtype, seed=22)
+    packed, absmax = ref_4b.quantize_4bit(W, bs, "nf4", torch.uint8)
+    offset = absmax.mean()
+    q8, nabs = ref_bw.quantize_blockwise(absmax - offset, codes.dynamic_map(), nested_blocksize)
+    args = (A, packed.view(-1), [N, K], q8, codes.code_4bit("nf4"), bs, nabs, codes.dynamic_map(), offset.reshape(1),
+            nested_blocksize)  # fmt: skip
+    y = kq.gemv_4bit_cpu(*args)
+    y_ref = ref_4b.gemv_4bit(*args)
+    am = ref_4b.nested_absmax_values(q8, nabs, codes.dynamic_map(), offset.reshape(1), nested_blocksize)
+    W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), am, codes.code_4bit("nf4"), bs, N * K).double().view(N, K)
+    scale = W64.abs() @ A.double().abs()
+    eps = {torch.float32: 2**-23, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+    tol = scale * (1e-5 + eps + BF16_CODE_ROUNDING.get(dtype, 0.0))
+    assert ((y.double() - y_ref.double()).abs() <= tol).all(), f"[{dtype}, nested bs {nested_blocksize}, {isa}]"
+
+
 def test_gemv_4bit_fp4_and_storage(isa):
     W = _data((40, 256), torch.float32, seed=2)
     packed, absmax = ref_4b.quantize_4bit(W, 128, "fp4", torch.float32)

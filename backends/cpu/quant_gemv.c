@@ -12,6 +12,7 @@
  */
 #include <stdlib.h>
 
+#include "lut256_vbmi.h"
 #include "quant_internal.h"
 
 #define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
@@ -27,6 +28,7 @@ typedef struct {
     float offset;
     int nested_shift; /* log2(nested_blocksize) */
     int64_t n_blocks; /* entries of absmax / absmax_q */
+    const uint8_t (*nested_planes)[256]; /* nested, VBMI CPUs: byte planes of nested_code (lut256_vbmi.h) */
 } absmax_src;
 
 BNBQ_INLINE float block_absmax(const absmax_src *a, int64_t g) {
@@ -46,6 +48,57 @@ static inline void gemv_prefetch_scales(const absmax_src *am, int64_t r, int64_t
         for (int64_t g = g0; g < g1; g += 64) _mm_prefetch((const char *)(am->absmax_q + g), _MM_HINT_T0);
 }
 #endif
+
+#if BNBQ_X86
+/* Nested scales of blocks [g0, g0 + count) into dst: the 8-bit codes looked up 64 at a time (VBMI), times
+ * their nested absmax, plus the offset, as block_absmax computes them (multiply, then add). */
+LUT256_TARGET static void gemv_decode_nested_vbmi(const absmax_src *am, int64_t g0, int64_t count, float *dst) {
+    lut256 L;
+    lut256_load(&L, am->nested_planes);
+    const __m512 off = _mm512_set1_ps(am->offset);
+    const int sh = am->nested_shift;
+    int64_t i = 0;
+    for (; i + 64 <= count; i += 64) {
+        __m512 v[4];
+        lut256_lookup64(&L, _mm512_loadu_si512((const void *)(am->absmax_q + g0 + i)), v);
+        for (int j = 0; j < 4; j++) {
+            const int64_t g = g0 + i + 16 * j;
+            __m512 na;
+            if ((g >> sh) == ((g + 15) >> sh)) {
+                na = _mm512_set1_ps(am->nested_absmax[g >> sh]);
+            } else {
+                float t[16];
+                for (int l = 0; l < 16; l++) t[l] = am->nested_absmax[(g + l) >> sh];
+                na = _mm512_loadu_ps(t);
+            }
+            _mm512_storeu_ps(dst + i + 16 * j, _mm512_add_ps(_mm512_mul_ps(v[j], na), off));
+        }
+    }
+    for (; i < count; i++) dst[i] = block_absmax(am, g0 + i);
+}
+#endif
+
+/* Block scales of the rows [r, r + R) for the row kernels: pointers into absmax, or the nested scales
+ * decoded once per row into buf (R * nbr floats) instead of per block inside the loops. */
+static void gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, float *buf, const float **sc) {
+    for (int rr = 0; rr < R; rr++) {
+        const int64_t g0 = (r + rr) * nbr;
+        if (am->absmax) {
+            sc[rr] = am->absmax + g0;
+            continue;
+        }
+        float *dst = buf + (int64_t)rr * nbr;
+#if BNBQ_X86
+        if (am->nested_planes) {
+            gemv_decode_nested_vbmi(am, g0, nbr, dst);
+            sc[rr] = dst;
+            continue;
+        }
+#endif
+        for (int64_t j = 0; j < nbr; j++) dst[j] = block_absmax(am, g0 + j);
+        sc[rr] = dst;
+    }
+}
 
 /* Portable path for any layout: per-block partial sums in float32, scaled by the block's absmax. */
 static float gemv_row_generic(const float *Af, const uint8_t *B, int64_t r, int64_t K, int64_t bs, const float *code,
@@ -73,7 +126,7 @@ static float gemv_row_generic(const float *Af, const uint8_t *B, int64_t r, int6
 /* R rows at once (sharing the activation loads); K % bs == 0, bs >= 32. Ae/Ao: even/odd activations. */
 TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
     const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const float *Ae, const float *Ao,
-    __m512 table, const absmax_src *am, float *y) {
+    __m512 table, const absmax_src *am, const float *const *sc, float *y) {
     const int64_t nbr = K / bs, half = K / 2, hb = bs / 2;
     const uint8_t *w[GEMV_MAX_ROWS];
     __m512 acc[GEMV_MAX_ROWS];
@@ -96,20 +149,25 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
             }
         }
         for (int rr = 0; rr < R; rr++)
-            acc[rr] = _mm512_fmadd_ps(_mm512_add_ps(b0[rr], b1[rr]),
-                                      _mm512_set1_ps(block_absmax(am, (r0 + rr) * nbr + j)), acc[rr]);
+            acc[rr] = _mm512_fmadd_ps(_mm512_add_ps(b0[rr], b1[rr]), _mm512_set1_ps(sc[rr][j]), acc[rr]);
     }
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
 TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
                                          const float *Ae, const float *Ao, const float *code, const absmax_src *am,
-                                         float *y) {
+                                         float *rowbuf, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
+    const float *sc[GEMV_MAX_ROWS];
     int64_t r = r_begin;
-    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS)
-        gemv_rows_avx512(GEMV_MAX_ROWS, B, r, K, bs, Ae, Ao, table, am, y + r);
-    for (; r < r_end; r++) gemv_rows_avx512(1, B, r, K, bs, Ae, Ao, table, am, y + r);
+    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
+        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
+        gemv_rows_avx512(GEMV_MAX_ROWS, B, r, K, bs, Ae, Ao, table, am, sc, y + r);
+    }
+    for (; r < r_end; r++) {
+        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
+        gemv_rows_avx512(1, B, r, K, bs, Ae, Ao, table, am, sc, y + r);
+    }
 }
 
 /* bf16 activations (AVX512-BF16): 64 weights of R rows per step with vdpbf16ps. The 32 bytes are widened to
@@ -120,7 +178,7 @@ TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int6
  * Callers guarantee no subnormal products (vdpbf16ps flushes them): gemv_bf16_inputs_ok. */
 TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
     const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const uint16_t *Xe, const uint16_t *Xo,
-    __m512i table, const absmax_src *am, float *y) {
+    __m512i table, const absmax_src *am, const float *const *sc, float *y) {
     const int64_t half = K / 2, units = K / 64, nbr = K / bs, units_per_block = bs >= 64 ? bs / 64 : 1;
     const uint8_t *w[GEMV_MAX_ROWS];
     __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
@@ -147,14 +205,13 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
             unit_in_block = 0;
             const int64_t j = block++;
             for (int rr = 0; rr < R; rr++) {
-                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(block_absmax(am, (r0 + rr) * nbr + j)), acc[rr]);
+                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(sc[rr][j]), acc[rr]);
                 part[rr] = _mm512_setzero_ps();
             }
         } else { /* bs == 32: lanes 0-7 hold weights 0-31 of the step (block 2u), lanes 8-15 block 2u + 1 */
             for (int rr = 0; rr < R; rr++) {
-                const int64_t g = (r0 + rr) * nbr + 2 * u;
-                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(block_absmax(am, g)),
-                                                          _mm512_set1_ps(block_absmax(am, g + 1)));
+                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[rr][2 * u]),
+                                                          _mm512_set1_ps(sc[rr][2 * u + 1]));
                 acc[rr] = _mm512_fmadd_ps(part[rr], scale, acc[rr]);
                 part[rr] = _mm512_setzero_ps();
             }
@@ -165,12 +222,18 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
 
 TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
                                            const uint16_t *Xe, const uint16_t *Xo, const uint16_t *table16,
-                                           const absmax_src *am, float *y) {
+                                           const absmax_src *am, float *rowbuf, float *y) {
     const __m512i table = _mm512_loadu_si512((const void *)table16);
+    const float *sc[GEMV_MAX_ROWS];
     int64_t r = r_begin;
-    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS)
-        gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, y + r);
-    for (; r < r_end; r++) gemv_rows_bf16(1, B, r, K, bs, Xe, Xo, table, am, y + r);
+    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
+        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
+        gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, sc, y + r);
+    }
+    for (; r < r_end; r++) {
+        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
+        gemv_rows_bf16(1, B, r, K, bs, Xe, Xo, table, am, sc, y + r);
+    }
 }
 
 /* AVX2: 8 bytes (16 codes) at a time; the 16-entry table is two 8-entry halves selected by bit 3. */
@@ -245,11 +308,23 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     }
     if (!A || !B) return BNBQ_EINVAL;
 
-    float *buf = (float *)malloc(sizeof(float) * (size_t)(K + N));
-    if (!buf) return BNBQ_ENOMEM;
-    float *y = buf + K;
     const int isa = bnbq_isa_level();
     const int fast = isa != BNBQ_ISA_GENERIC && K % blocksize == 0 && blocksize >= 32;
+    int team = bnbq_team(nthreads, n);
+    if (team > N) team = (int)N;
+    /* buf: activations (K floats, laid out per path), y (N), then per thread the decoded scales of a row
+     * group (nested absmax on the AVX-512 paths) */
+    const int64_t rowbuf = fast && isa == BNBQ_ISA_AVX512 && absmax_q ? GEMV_MAX_ROWS_ANY * (K / blocksize) : 0;
+    float *buf = (float *)malloc(sizeof(float) * (size_t)(K + N + (int64_t)team * rowbuf));
+    if (!buf) return BNBQ_ENOMEM;
+    float *y = buf + K, *rowbufs = buf + K + N;
+    uint8_t nested_planes[4][256];
+#if BNBQ_X86
+    if (rowbuf && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
+        lut256_planes(nested_code, nested_planes);
+        am.nested_planes = (const uint8_t(*)[256])nested_planes;
+    }
+#endif
     const int bf16dot = fast && isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && K % 64 == 0 &&
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) && gemv_bf16_inputs_ok((const uint16_t *)A, K, code);
     uint16_t table16[32] = {0};
@@ -270,8 +345,6 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     } else {
         for (int64_t i = 0; i < K; i++) buf[i] = bnbq_load(A, dtype, i);
     }
-    int team = bnbq_team(nthreads, n);
-    if (team > N) team = (int)N;
     /* a few long runs of contiguous rows per thread (the weight streams from DRAM best in long runs), handed
      * out dynamically: a thread that loses its core to another process does not hold back half of the rows */
     int64_t chunk_rows = (N + (int64_t)team * GEMV_CHUNKS_PER_THREAD - 1) / ((int64_t)team * GEMV_CHUNKS_PER_THREAD);
@@ -280,12 +353,18 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(dynamic, 1)
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t r_begin = c * chunk_rows, r_end = bnbq_min64(N, r_begin + chunk_rows);
+#ifdef _OPENMP
+        float *rb = rowbufs + (int64_t)omp_get_thread_num() * rowbuf;
+#else
+        float *rb = rowbufs;
+#endif
+        (void)rb;
 #if BNBQ_X86
         if (bf16dot)
             gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2,
-                            table16, &am, y);
+                            table16, &am, rb, y);
         else if (fast && isa == BNBQ_ISA_AVX512)
-            gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);
+            gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
         else if (fast)
             gemv_range_avx2(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);
         else
