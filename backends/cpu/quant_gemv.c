@@ -16,7 +16,7 @@
 #include "quant_internal.h"
 
 #define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
-#define GEMV_PREFETCH 8192 /* bytes ahead in each weight row stream */
+#define GEMV_PREFETCH 16384 /* bytes ahead in each weight row stream */
 #define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 #define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
 
