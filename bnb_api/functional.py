@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from bnb_api.core import codes as _codes
-from bnb_api.core import ops as _ops  # noqa: F401  (defines torch.ops.bnb_api)
+from bnb_api.core import ops as _ops  # defines torch.ops.bnb_api
 from bnb_api.core.errors import BnbValueError
 
 _op = torch.ops.bnb_api
@@ -316,12 +316,12 @@ def gemv_4bit(
         raise BnbValueError("gemv_4bit: state (the QuantState of B) is required")
     code = state.code if state.code is not None else _codes.code_4bit(state.quant_type, A.device)
     if state.nested:
-        result = _op.gemv_4bit(
-            A, B, list(state.shape), state.absmax, code, state.blocksize, state.state2.absmax, state.state2.code,
-            state.offset.reshape(()).float(), state.state2.blocksize,
-        )  # fmt: skip
+        args = (A, B, list(state.shape), state.absmax, code, state.blocksize, state.state2.absmax,
+                state.state2.code, state.offset.reshape(()).float(), state.state2.blocksize)  # fmt: skip
     else:
-        result = _op.gemv_4bit(A, B, list(state.shape), state.absmax, code, state.blocksize)
+        args = (A, B, list(state.shape), state.absmax, code, state.blocksize)
+    gemv = _ops.gemv_4bit_eager if _ops.eager_ok(A, B) else _op.gemv_4bit
+    result = gemv(*args)
     return out.copy_(result) if out is not None else result
 
 

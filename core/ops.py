@@ -276,8 +276,7 @@ def check_gemv_4bit(
     checks.numel_is(op, "nested_offset", nested_offset, 1)
 
 
-@torch.library.custom_op("bnb_api::gemv_4bit", mutates_args=())
-def gemv_4bit(
+def gemv_4bit_eager(
     A: Tensor,
     B: Tensor,
     shapeB: list[int],
@@ -312,6 +311,25 @@ def gemv_4bit(
         nested_blocksize=nested_blocksize,
     )
     return _call("gemv_4bit", A.device, call)
+
+
+gemv_4bit = torch.library.custom_op("bnb_api::gemv_4bit", mutates_args=())(gemv_4bit_eager)
+"""The op ``torch.ops.bnb_api.gemv_4bit``; ``gemv_4bit_eager`` is its body, callable without the torch
+dispatcher where :func:`eager_ok` allows (batch-1 decoding calls it once per linear layer and token)."""
+
+
+def eager_ok(*tensors: Tensor | None) -> bool:
+    """True when calling an op's body directly is indistinguishable from ``torch.ops.bnb_api.<op>``: eager
+    mode (no torch.compile, export or jit tracing), no torch function or dispatch mode, no tensor subclass with
+    its own ``__torch_function__`` (fake tensors), and no gradient to record. Saves about 15 us per call."""
+    ts = tuple(t for t in tensors if t is not None)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack():
+        return False
+    if torch.overrides.has_torch_function(ts):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 @gemv_4bit.register_fake

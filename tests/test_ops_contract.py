@@ -266,3 +266,47 @@ def test_non_contiguous_and_3d_inputs_match_contiguous():
     q, absmax = ops.quantize_4bit(A, 64, "fp4", torch.uint8)
     back = ops.dequantize_4bit(q, absmax, 64, "fp4", list(A.shape), torch.float32)
     assert back.shape == A.shape and (back - A.float()).abs().max() <= absmax.max() / 6 + 1e-6
+
+
+def test_gemv_eager_path_is_taken_only_where_it_is_invisible():
+    """F.gemv_4bit calls the op body directly in plain eager mode (same kernel, same result) and goes through
+    torch.ops.bnb_api.gemv_4bit under dispatch modes, fake tensors, torch.compile and autograd."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import bnb_api.functional as F
+    from bnb_api.core import ops
+
+    W = torch.randn(24, 128, dtype=torch.bfloat16)
+    packed, state = F.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    x = torch.randn(1, 128, dtype=torch.bfloat16)
+    assert ops.eager_ok(x, packed)
+    eager = F.gemv_4bit(x, packed, state=state)
+    dispatched = torch.ops.bnb_api.gemv_4bit(x, packed, list(state.shape), state.absmax, state.code, state.blocksize,
+                                             state.state2.absmax, state.state2.code, state.offset.reshape(()).float(),
+                                             state.state2.blocksize)  # fmt: skip
+    assert torch.equal(eager, dispatched)
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log() as log:
+        assert not ops.eager_ok(x, packed)
+        F.gemv_4bit(x, packed, state=state)
+    assert any("bnb_api.gemv_4bit" in name for name in log.ops)
+
+    with FakeTensorMode() as mode:
+        fx = mode.from_tensor(x)
+        assert not ops.eager_ok(fx, packed)
+    assert not ops.eager_ok(x.clone().requires_grad_(True), packed)
+    with torch.no_grad():
+        assert ops.eager_ok(x.clone().requires_grad_(True), packed)
+
+    compiled = torch.compile(lambda a: F.gemv_4bit(a, packed, state=state), fullgraph=True)
+    assert torch.equal(compiled(x), eager)
