@@ -242,29 +242,56 @@ TGT_AVX2 static inline __m256 lookup16_avx2(__m256i idx, __m256i bit3_to_sign, _
                             _mm256_castsi256_ps(bit3_to_sign));
 }
 
-TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
-                                     const float *Ae, const float *Ao, const float *code, const absmax_src *am,
-                                     float *y) {
-    const __m256 tlo = _mm256_loadu_ps(code), thi = _mm256_loadu_ps(code + 8);
+/* R (1 or 2: AVX2 has 16 registers) rows at once, sharing the activation loads; K % bs == 0, bs >= 32. */
+TGT_AVX2 static inline __attribute__((always_inline)) void gemv_rows_avx2(
+    const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const float *Ae, const float *Ao,
+    __m256 tlo, __m256 thi, const float *const *sc, float *y) {
     const int64_t nbr = K / bs, half = K / 2, hb = bs / 2;
-    for (int64_t r = r_begin; r < r_end; r++) {
-        const uint8_t *w = B + r * half;
-        __m256 acc = _mm256_setzero_ps();
-        if (r % GEMV_MAX_ROWS == 0) gemv_prefetch_scales(am, r + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
-        for (int64_t j = 0; j < nbr; j++) {
-            __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
-            for (int64_t off = j * hb; off < (j + 1) * hb; off += 8) {
-                __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w + off)));
-                __m256i hi = _mm256_srli_epi32(q, 4);
-                b0 = _mm256_fmadd_ps(lookup16_avx2(hi, _mm256_slli_epi32(q, 24), tlo, thi), _mm256_loadu_ps(Ae + off), b0);
-                b1 = _mm256_fmadd_ps(lookup16_avx2(q, _mm256_slli_epi32(q, 28), tlo, thi), _mm256_loadu_ps(Ao + off), b1);
+    const uint8_t *w[2];
+    __m256 acc[2];
+    for (int rr = 0; rr < R; rr++) {
+        w[rr] = B + (r0 + rr) * half;
+        acc[rr] = _mm256_setzero_ps();
+    }
+    for (int64_t j = 0; j < nbr; j++) {
+        __m256 b0[2], b1[2];
+        for (int rr = 0; rr < R; rr++) b0[rr] = b1[rr] = _mm256_setzero_ps();
+        for (int64_t off = j * hb; off < (j + 1) * hb; off += 8) {
+            const __m256 ae = _mm256_loadu_ps(Ae + off), ao = _mm256_loadu_ps(Ao + off);
+            for (int rr = 0; rr < R; rr++) {
+                if ((off & 63) == 0) _mm_prefetch((const char *)(w[rr] + off + GEMV_PREFETCH), _MM_HINT_T0);
+                const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w[rr] + off)));
+                const __m256i hi = _mm256_srli_epi32(q, 4);
+                b0[rr] = _mm256_fmadd_ps(lookup16_avx2(hi, _mm256_slli_epi32(q, 24), tlo, thi), ae, b0[rr]);
+                b1[rr] = _mm256_fmadd_ps(lookup16_avx2(q, _mm256_slli_epi32(q, 28), tlo, thi), ao, b1[rr]);
             }
-            acc = _mm256_fmadd_ps(_mm256_add_ps(b0, b1), _mm256_set1_ps(block_absmax(am, r * nbr + j)), acc);
         }
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        for (int rr = 0; rr < R; rr++)
+            acc[rr] = _mm256_fmadd_ps(_mm256_add_ps(b0[rr], b1[rr]), _mm256_set1_ps(sc[rr][j]), acc[rr]);
+    }
+    for (int rr = 0; rr < R; rr++) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[rr]), _mm256_extractf128_ps(acc[rr], 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        y[r] = _mm_cvtss_f32(s);
+        y[rr] = _mm_cvtss_f32(s);
+    }
+}
+
+TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
+                                     const float *Ae, const float *Ao, const float *code, const absmax_src *am,
+                                     float *rowbuf, float *y) {
+    const __m256 tlo = _mm256_loadu_ps(code), thi = _mm256_loadu_ps(code + 8);
+    const int64_t nbr = K / bs;
+    const float *sc[2];
+    int64_t r = r_begin;
+    for (; r + 2 <= r_end; r += 2) {
+        if (r % GEMV_MAX_ROWS == 0) gemv_prefetch_scales(am, r + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+        gemv_row_scales(am, r, 2, nbr, rowbuf, sc);
+        gemv_rows_avx2(2, B, r, K, bs, Ae, Ao, tlo, thi, sc, y + r);
+    }
+    for (; r < r_end; r++) {
+        gemv_row_scales(am, r, 1, nbr, rowbuf, sc);
+        gemv_rows_avx2(1, B, r, K, bs, Ae, Ao, tlo, thi, sc, y + r);
     }
 }
 #endif
@@ -314,13 +341,13 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     if (team > N) team = (int)N;
     /* buf: activations (K floats, laid out per path), y (N), then per thread the decoded scales of a row
      * group (nested absmax on the AVX-512 paths) */
-    const int64_t rowbuf = fast && isa == BNBQ_ISA_AVX512 && absmax_q ? GEMV_MAX_ROWS_ANY * (K / blocksize) : 0;
+    const int64_t rowbuf = fast && absmax_q ? GEMV_MAX_ROWS_ANY * (K / blocksize) : 0;
     float *buf = (float *)malloc(sizeof(float) * (size_t)(K + N + (int64_t)team * rowbuf));
     if (!buf) return BNBQ_ENOMEM;
     float *y = buf + K, *rowbufs = buf + K + N;
     uint8_t nested_planes[4][256];
 #if BNBQ_X86
-    if (rowbuf && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
+    if (rowbuf && isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
         lut256_planes(nested_code, nested_planes);
         am.nested_planes = (const uint8_t(*)[256])nested_planes;
     }
@@ -366,7 +393,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
         else if (fast && isa == BNBQ_ISA_AVX512)
             gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
         else if (fast)
-            gemv_range_avx2(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, y);
+            gemv_range_avx2(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
         else
 #endif
             for (int64_t r = r_begin; r < r_end; r++) y[r] = gemv_row_generic(buf, B, r, K, blocksize, code, &am);
