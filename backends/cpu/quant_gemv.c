@@ -6,9 +6,10 @@
  * vpermps and multiplied in float32. bf16 activations on CPUs with AVX512-BF16: codes widened to 16-bit
  * lanes, looked up in the code book rounded to bf16 (vpermw) and multiplied pairwise by vdpbf16ps into
  * float32 (gemv_rows_bf16). Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes
- * of absmax - offset, blockwise with a 256-entry code book) is decoded inline per block. Rows are split
- * across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0 (every row starts
- * a block) and blocksize >= 32, otherwise the portable path serves, which handles any layout.
+ * of absmax - offset, blockwise with a 256-entry code book) is decoded once per row (gemv_row_scales).
+ * Rows are split across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0
+ * (every row starts a block) and blocksize >= 32, otherwise the portable path serves, which handles any
+ * layout.
  */
 #include <stdlib.h>
 
@@ -47,9 +48,7 @@ static inline void gemv_prefetch_scales(const absmax_src *am, int64_t r, int64_t
     else
         for (int64_t g = g0; g < g1; g += 64) _mm_prefetch((const char *)(am->absmax_q + g), _MM_HINT_T0);
 }
-#endif
 
-#if BNBQ_X86
 /* Nested scales of blocks [g0, g0 + count) into dst: the 8-bit codes looked up 64 at a time (VBMI), times
  * their nested absmax, plus the offset, as block_absmax computes them (multiply, then add). */
 LUT256_TARGET static void gemv_decode_nested_vbmi(const absmax_src *am, int64_t g0, int64_t count, float *dst) {
