@@ -121,8 +121,10 @@ TGT_AVX512 static inline __m512i bucket256_avx512(__m512 v, const search_regs *s
     return idx;
 }
 
+/* One block: absmax, then the codes through the bucket table `t` (bucket_lut.h, one gather per 16 values)
+ * or, when t is NULL, the register binary search over `tables` (8 probes); both give the same codes. */
 TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int64_t len, const float *tables,
-                                       uint8_t *out, float *absmax) {
+                                       const bucket_lut *t, uint8_t *out, float *absmax) {
     __m512 vmax = _mm512_setzero_ps();
     for (int64_t i = 0; i < len; i += 16)
         vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
@@ -130,30 +132,16 @@ TGT_AVX512 static void q8_block_avx512(const void *A, int dtype, int64_t s, int6
     *absmax = amax;
     const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax)), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
     search_regs regs;
-    load_search_regs(&regs, tables);
+    bucket_lut_zmm q;
+    if (t)
+        q = bucket_lut_zmm_load(t);
+    else
+        load_search_regs(&regs, tables);
     for (int64_t i = 0; i < len; i += 16) {
         const __mmask16 m = bnbq_mask16(len - i);
         __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, m), inv);
         v = _mm512_min_ps(_mm512_max_ps(v, neg), one);
-        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket256_avx512(v, &regs));
-    }
-}
-
-/* The same with the bucket table (bucket_lut.h): one gather per 16 values instead of 8 probes. */
-TGT_AVX512 static void q8_block_avx512_lut(const void *A, int dtype, int64_t s, int64_t len, const bucket_lut *t,
-                                           uint8_t *out, float *absmax) {
-    __m512 vmax = _mm512_setzero_ps();
-    for (int64_t i = 0; i < len; i += 16)
-        vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
-    const float amax = _mm512_reduce_max_ps(vmax);
-    *absmax = amax;
-    const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax)), one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
-    const bucket_lut_zmm q = bucket_lut_zmm_load(t);
-    for (int64_t i = 0; i < len; i += 16) {
-        const __mmask16 m = bnbq_mask16(len - i);
-        __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i, m), inv);
-        v = _mm512_min_ps(_mm512_max_ps(v, neg), one);
-        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, bucket_lut_zmm_codes(&q, v));
+        _mm512_mask_cvtepi32_storeu_epi8(out + s + i, m, t ? bucket_lut_zmm_codes(&q, v) : bucket256_avx512(v, &regs));
     }
 }
 
@@ -225,12 +213,8 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
     for (int64_t b = 0; b < absmax_len; b++) {
         const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
 #if BNBQ_X86
-        if (lut.lut) {
-            q8_block_avx512_lut(A, dtype, s, len, &lut, out, absmax + b);
-            continue;
-        }
         if (isa == BNBQ_ISA_AVX512) {
-            q8_block_avx512(A, dtype, s, len, tables, out, absmax + b);
+            q8_block_avx512(A, dtype, s, len, tables, lut.lut ? &lut : NULL, out, absmax + b);
             continue;
         }
         if (isa == BNBQ_ISA_AVX2) {
