@@ -132,7 +132,8 @@ def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
     opt = torch.optim.AdamW([pt], lr=1e-4, fused=True)
     t_torch = cuda_time(opt.step, repeat)
     gbps, gbps_torch = 16 * n / t / 1e9, 28 * n / t_torch / 1e9
-    impl = selected("optimizer_step", {})
+    impl = selected("optimizer_step", dict(optimizer="adamw", p=p, g=g, state1=s1, state2=s2, absmax1=a1,
+                                           absmax2=a2, qmap1=q1, qmap2=q2, blocksize=256))  # fmt: skip
     return [
         Row("optimizer_step adamw 8-bit", f"{n >> 20}M fp32 params", impl, t, gbps, 100 * gbps / bw,
             {"torch AdamW fused": t_torch / t},
@@ -140,6 +141,47 @@ def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
         Row("torch.optim.AdamW(fused) 32-bit", f"{n >> 20}M fp32 params", "torch", t_torch, gbps_torch,
             100 * gbps_torch / bw),
     ]  # fmt: skip
+
+
+def bench_ops(bw: float, repeat: int, flush: torch.Tensor | None) -> list[Row]:
+    """Quantize / dequantize / int8 ops at the CPU benchmark's shapes: GB/s of the bytes each moves (cold L2)."""
+    from bnb_api.core import codes
+
+    torch.manual_seed(0)
+    rows = []
+    n16m = 1 << 24 if DEVICE == "cuda" else 1 << 20
+    side = 4096 if DEVICE == "cuda" else 256
+    W = torch.randn(side, side, device=DEVICE, dtype=torch.float16)
+    X = torch.randn(n16m, device=DEVICE)
+    dyn = codes.dynamic_map(device=DEVICE)
+    packed, absmax = torch.ops.bnb_api.quantize_4bit(W, 64, "nf4", torch.uint8)
+    q8, a8 = torch.ops.bnb_api.quantize_blockwise(X, dyn, 4096)
+    cases = [  # (op, shape, arguments by schema name, bytes moved)
+        ("quantize_4bit", f"{side}x{side} fp16 nf4 bs64",
+         dict(A=W, blocksize=64, quant_type="nf4", quant_storage=torch.uint8), W.numel() * 2.5 + absmax.numel() * 4),
+        ("dequantize_4bit", f"{side}x{side} nf4 bs64 -> fp16",
+         dict(A=packed, absmax=absmax, blocksize=64, quant_type="nf4", shape=[side, side], dtype=torch.float16),
+         W.numel() * 2.5 + absmax.numel() * 4),
+        ("quantize_blockwise", f"{n16m >> 20}M fp32 bs4096", dict(A=X, code=dyn, blocksize=4096), X.numel() * 5),
+        ("dequantize_blockwise", f"{n16m >> 20}M -> fp32 bs4096",
+         dict(A=q8, absmax=a8, code=dyn, blocksize=4096, dtype=torch.float32), X.numel() * 5),
+        ("int8_vectorwise_quant", f"{side}x{side} fp16", dict(A=W, threshold=0.0), W.numel() * 3),
+    ]  # fmt: skip
+    for op, shape, call, nbytes in cases:
+        t = cuda_time(lambda op=op, call=call: getattr(torch.ops.bnb_api, op)(*call.values()), repeat, flush)
+        gbps = nbytes / t / 1e9
+        rows.append(Row(op, shape, selected(op, call), t, gbps, 100 * gbps / bw))
+    m = 2048 if DEVICE == "cuda" else 64
+    A8 = torch.randint(-127, 128, (m, m), dtype=torch.int8, device=DEVICE)
+    B8 = torch.randint(-127, 128, (m, m), dtype=torch.int8, device=DEVICE)
+    t = cuda_time(lambda: torch.ops.bnb_api.int8_linear_matmul(A8, B8), repeat)
+    ratios = {}
+    if DEVICE == "cuda":
+        ratios["torch._int_mm"] = cuda_time(lambda: torch._int_mm(A8, B8.t()), repeat) / t
+    impl = selected("int8_linear_matmul", dict(A=A8, B=B8))
+    tops = 2 * m**3 / t / 1e12
+    rows.append(Row("int8_linear_matmul", f"{m}x{m}x{m}", impl, t, None, None, ratios, f"{tops:.0f} TOP/s"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     bw = copy_bandwidth(repeat)
     device = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke run)"
     print(f"device: {device}; measured copy bandwidth {bw:.0f} GB/s")
-    rows = bench_gemv(bw, repeat, flush) + bench_adamw(bw, repeat, OPT_PARAMS)
+    rows = bench_gemv(bw, repeat, flush) + bench_adamw(bw, repeat, OPT_PARAMS) + bench_ops(bw, repeat, flush)
     print_table(f"cuda backend on {device} (copy bandwidth {bw:.0f} GB/s)", rows)
     if args.json:
         write_json(args.json, "bench_gpu", rows, {"device": device, "copy_bandwidth_gbps": bw})

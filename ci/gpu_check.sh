@@ -2,8 +2,10 @@
 # The whole GPU check, for a session that HAS a CUDA GPU (e.g. the device tool; ~8 minutes):
 #   1. builds libbnb_api_cuda.so for this GPU's architecture (+ compute_90 PTX),
 #   2. runs the conformance suite on cuda (quick),
-#   3. runs benchmarks/bench_gpu.py (gemv_4bit NF4 11008x4096 batch 1, 8-bit AdamW vs bandwidth),
-#   4. prints a short summary table.
+#   3. runs ci/gpu_e2e.py (Linear4bit, Linear8bitLt, optimizers and state dicts on the GPU against the cpu),
+#   4. runs benchmarks/bench_gpu.py (gemv_4bit NF4 11008x4096 batch 1, 8-bit AdamW, the other ops vs bandwidth),
+#   5. with FULL_S=seconds, runs the conformance suite in full mode on cuda within that time,
+#   6. prints a short summary table.
 # Needs a CUDA build of torch in $PYTHON (default: python). Results go to $OUT (default: a temp dir).
 # Exit status: 0 only if the build, the conformance run and the benchmark all succeed.
 set -uo pipefail
@@ -53,29 +55,51 @@ timeout 300 "$PYTHON" -m bnb_api.conformance --backend cuda --device cuda --quic
 CONF_RC=$?
 tail -n 25 "$OUT/conformance.log"
 
-# 3. benchmarks
+# 3. the user API on the GPU against the cpu
+log "end-to-end: the user API on cuda against the cpu"
+timeout 300 "$PYTHON" ci/gpu_e2e.py --device cuda > "$OUT/e2e.log" 2>&1
+E2E_RC=$?
+grep -E "^FAIL|gpu_e2e:" "$OUT/e2e.log"
+
+# 4. benchmarks
 log "benchmarks"
 timeout 240 "$PYTHON" benchmarks/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | tee "$OUT/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
-# 4. summary
-"$PYTHON" - "$OUT" "$BUILD_S" "$CONF_RC" "$BENCH_RC" <<'PY'
+# 5. conformance in full mode, within FULL_S seconds (skipped when FULL_S is unset or 0)
+FULL_RC=-1
+if [[ "${FULL_S:-0}" -gt 0 ]]; then
+    log "conformance (full, at most ${FULL_S} s) on cuda"
+    timeout "$FULL_S" "$PYTHON" -m bnb_api.conformance --backend cuda --device cuda --full --no-bench \
+        --report "$OUT/conformance_full" > "$OUT/conformance_full.log" 2>&1
+    FULL_RC=$?
+    tail -n 15 "$OUT/conformance_full.log"
+fi
+
+# 6. summary
+"$PYTHON" - "$OUT" "$BUILD_S" "$CONF_RC" "$BENCH_RC" "$E2E_RC" "$FULL_RC" <<'PY'
 import json, os, sys
-out, build_s, conf_rc, bench_rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+out, build_s, conf_rc, bench_rc, e2e_rc, full_rc = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
 gpu = open(os.path.join(out, "gpu.txt")).read().strip() if os.path.exists(os.path.join(out, "gpu.txt")) else "?"
 print(f"\n## GPU check summary ({gpu})\n")
 print("| step | result |\n|---|---|")
 print(f"| build ({build_s} s) | ok |")
 print(f"| conformance --quick | {'passed' if conf_rc == 0 else f'FAILED (rc {conf_rc})'} |")
+print(f"| end-to-end (ci/gpu_e2e.py) | {'passed' if e2e_rc == 0 else f'FAILED (rc {e2e_rc})'} |")
+if full_rc != -1:
+    verdict = {0: "passed", 124: "not finished in FULL_S"}.get(full_rc, f"FAILED (rc {full_rc})")
+    print(f"| conformance --full | {verdict} |")
 path = os.path.join(out, "bench_gpu.json")
 if bench_rc == 0 and os.path.exists(path):
     data = json.load(open(path))
     print(f"| copy bandwidth | {data.get('copy_bandwidth_gbps', 0):.0f} GB/s |")
     for r in data["rows"]:
         pct = "" if r["pct_bw"] is None else f", {r['pct_bw']:.0f}% BW"
-        print(f"| {r['op']} {r['shape']} [{r['impl']}] | {r['seconds'] * 1e3:.3f} ms, {r['gbps'] or 0:.0f} GB/s{pct} {r['note']} |")
+        gbps = "" if r["gbps"] is None else f", {r['gbps']:.0f} GB/s"
+        ratios = "".join(f", {v:.2f}x {k}" for k, v in r.get("ratios", {}).items())
+        print(f"| {r['op']} {r['shape']} [{r['impl']}] | {r['seconds'] * 1e3:.3f} ms{gbps}{pct}{ratios} {r['note']} |")
 else:
     print(f"| benchmarks | FAILED (rc {bench_rc}) |")
 print(f"\nfiles: {out}")
 PY
-[[ $CONF_RC == 0 && $BENCH_RC == 0 ]]
+[[ $CONF_RC == 0 && $BENCH_RC == 0 && $E2E_RC == 0 && ( $FULL_RC == -1 || $FULL_RC == 0 ) ]]
