@@ -180,6 +180,17 @@ class QuantState:
 # --------------------------------------------------------------------------------------------------
 
 
+def _nested_offset(absmax: Tensor) -> Tensor:
+    """The mean of ``absmax`` (float32 scalar) removed before nested quantization.
+
+    Summed in float64 where the device has it, so every device and thread count gets the same float32
+    offset, hence the same nested codes (a float32 sum's rounding depends on the reduction order).
+    """
+    if absmax.device.type == "mps":
+        return absmax.mean()
+    return absmax.double().mean().float()
+
+
 def quantize_blockwise(
     A: Tensor, code: Tensor | None = None, absmax: Tensor | None = None, out: Tensor | None = None,
     blocksize: int = 4096, nested: bool = False,
@@ -193,7 +204,7 @@ def quantize_blockwise(
         code = _codes.dynamic_map(True, A.device)
     codes, _absmax = _op.quantize_blockwise(A, code.to(A.device), blocksize)
     if nested:
-        offset = _absmax.mean()
+        offset = _nested_offset(_absmax)
         qabsmax, state2 = quantize_blockwise(_absmax - offset, blocksize=blocksize, nested=False)
         state = QuantState(absmax=qabsmax, code=code, blocksize=blocksize, dtype=A.dtype, offset=offset, state2=state2)
     else:
@@ -246,7 +257,7 @@ def quantize_4bit(
     packed, _absmax = _op.quantize_4bit(A, blocksize, quant_type, quant_storage)
     code = _codes.code_4bit(quant_type, A.device).clone()  # own copy: state dicts must not share memory
     if compress_statistics:
-        offset = _absmax.mean()
+        offset = _nested_offset(_absmax)
         qabsmax, state2 = quantize_blockwise(_absmax - offset, blocksize=256)
         state = QuantState(absmax=qabsmax, shape=A.shape, dtype=A.dtype, blocksize=blocksize, code=code,
                            quant_type=quant_type, offset=offset, state2=state2)  # fmt: skip

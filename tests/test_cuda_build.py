@@ -221,7 +221,7 @@ def test_emulated_int8_ops(emu, dtype):
         assert torch.equal(got, REF["int8_mm_dequant"](C, rows, cols, out_dtype, b))
 
 
-def _opt_case(optimizer, n, eight_bit, dtype, max_unorm, seed):
+def _opt_case(optimizer, n, eight_bit, dtype, max_unorm, seed, blocksize=128):
     torch.manual_seed(seed)
     two, ns1 = optimizer in TWO_STATE_OPTIMIZERS, 2 if optimizer == "ademamix" else 1
     p, g = torch.randn(n).to(dtype), (torch.randn(n) * 0.1).to(dtype)
@@ -232,11 +232,11 @@ def _opt_case(optimizer, n, eight_bit, dtype, max_unorm, seed):
     q1, q2 = code_books.dynamic_map(True), code_books.dynamic_map(False)
     a1 = a2 = None
     if eight_bit:
-        parts = [quantize_flat(r, q1, 128) for r in s1]
+        parts = [quantize_flat(r, q1, blocksize) for r in s1]
         s1, a1 = torch.stack([c for c, _ in parts]), torch.stack([a for _, a in parts])
         a1 = a1 if ns1 == 2 else a1[0]
         if two:
-            s2, a2 = quantize_flat(s2, q2, 128)
+            s2, a2 = quantize_flat(s2, q2, blocksize)
     s1 = s1.reshape((2, n) if ns1 == 2 else (n,))
     return [p, g, s1, s2, a1, a2, q1 if eight_bit else None, q2 if eight_bit else None]
 
@@ -245,15 +245,17 @@ HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3,
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("eight_bit", [False, True])
-def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit):
+@pytest.mark.parametrize("eight_bit,blocksize", [(False, 128), (True, 128), (True, 256), (True, 2048)])
+def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize):
+    """blocksize 128 and 256: states kept in registers (one sweep); 2048: the two-sweep path."""
     sizes, dtypes = (3001, 77, 130), (torch.float32, torch.bfloat16, torch.float16)
     for max_unorm in (0.0, 0.02):
-        cases = [_opt_case(optimizer, n, eight_bit, dt, max_unorm, i) for i, (n, dt) in enumerate(zip(sizes, dtypes))]
+        cases = [_opt_case(optimizer, n, eight_bit, dt, max_unorm, i, blocksize)
+                 for i, (n, dt) in enumerate(zip(sizes, dtypes))]  # fmt: skip
         lists = [[c[i] for c in cases if c[i] is not None] for i in range(6)]  # p, g, s1, s2, absmax1, absmax2
         mine = [[t.clone() for t in lst] for lst in lists]
         ref = [[t.clone() for t in lst] for lst in lists]
-        tail = (*cases[0][6:], *HYPER, 0.7, max_unorm, 128)
+        tail = (*cases[0][6:], *HYPER, 0.7, max_unorm, blocksize)
         emu.optimizer_step_multi(optimizer, *mine, *tail)
         REF["optimizer_step_multi"](optimizer, *ref, *tail)
         for which, (xs, ys) in enumerate(zip(mine, ref)):

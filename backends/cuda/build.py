@@ -6,7 +6,8 @@ Used by ``setup.py`` (``find_nvcc`` / ``build``), by CI (``ci/cuda_compile_check
 
 Targets: real code for sm_75, sm_80, sm_86, sm_89, sm_90 plus PTX of compute_90 (so newer GPUs JIT it).
 ``BNB_API_CUDA_ARCHS=sm_80`` (comma-separated) narrows the real targets (PTX of compute_90 is always
-added), which keeps CI compiles short. The CUDA runtime is linked statically, so the library needs
+added), which keeps CI compiles short. ``BNB_API_NVCC_FLAGS`` adds flags to every compile (e.g. the
+``-DBNB_GEMV_ROWS_PER_WARP=8`` of a tuning sweep). The CUDA runtime is linked statically, so the library needs
 only the NVIDIA driver at run time, whatever CUDA version torch was built with. Standard library only:
 ``setup.py`` loads this file by path before the package exists.
 """
@@ -17,6 +18,7 @@ import argparse
 import concurrent.futures
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -90,7 +92,8 @@ def build(output_dir: str, archs: tuple[str, ...] | list[str] | None = None, nvc
     target = os.path.join(output_dir, LIBRARY_NAME)
     with tempfile.TemporaryDirectory(prefix="bnb_api_cuda_") as tmp:
         objects = [os.path.join(tmp, os.path.basename(src)[:-3] + ".o") for src in sources()]
-        commands = [[nvcc, *COMMON_FLAGS, *gencode, "-I", HERE, "-c", src, "-o", obj]
+        extra = shlex.split(os.environ.get("BNB_API_NVCC_FLAGS", ""))
+        commands = [[nvcc, *COMMON_FLAGS, *extra, *gencode, "-I", HERE, "-c", src, "-o", obj]
                     for src, obj in zip(sources(), objects)]  # fmt: skip
         start = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:

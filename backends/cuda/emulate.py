@@ -20,7 +20,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY_NAME = "libbnb_api_cuda_emu.so"
-_LAUNCH = re.compile(r"(\w+)<<<(.*?)>>>\(", re.S)
+_LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<(.*?)>>>\(", re.S)  # kernel or kernel<template args>
 
 
 def find_cxx() -> str | None:
@@ -32,7 +32,7 @@ def find_cxx() -> str | None:
 
 
 def rewrite_launches(source: str) -> str:
-    """``k<<<g, b, s, st>>>(args)`` -> ``emu_launch(k, g, b, s, st, args)``."""
+    """``k<<<g, b, s, st>>>(args)`` -> ``emu_launch(k, g, b, s, st, args)`` (``k`` may be ``name<T>``)."""
     return _LAUNCH.sub(lambda m: f"emu_launch({m.group(1)}, {m.group(2)}, ", source)
 
 

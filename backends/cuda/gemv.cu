@@ -5,9 +5,20 @@
 
 namespace {
 
-constexpr int kThreads = 128;
+// Launch shape; the -D overrides exist for tuning sweeps on new GPUs (the defaults are the shipped ones).
+#ifndef BNB_GEMV_THREADS
+#define BNB_GEMV_THREADS 128
+#endif
+#ifndef BNB_GEMV_ROWS_PER_WARP
+#define BNB_GEMV_ROWS_PER_WARP 4
+#endif
+constexpr int kThreads = BNB_GEMV_THREADS;
 constexpr int kWarps = kThreads / BNB_WARP;
-constexpr int kRowsPerWarp = 4;  // each 16-byte chunk of A feeds 4 weight rows
+#ifndef BNB_GEMV_UNROLL
+#define BNB_GEMV_UNROLL 2
+#endif
+constexpr int kRowsPerWarp = BNB_GEMV_ROWS_PER_WARP;  // each 16-byte chunk of A feeds this many weight rows
+constexpr int kUnroll = BNB_GEMV_UNROLL;              // 16-byte chunks per lane in flight
 
 // The float32 absmax of quantization block `blk`: plain, or nested (code * scale + offset, unfused).
 struct Absmax {
@@ -73,7 +84,7 @@ __global__ void gemv_4bit_vec_kernel(const void* A, int dtype, const uint8_t* B,
     for (int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * kRowsPerWarp; row0 < N;
          row0 += (int64_t)gridDim.x * kWarps * kRowsPerWarp) {
         float acc[kRowsPerWarp] = {};
-#pragma unroll 2
+#pragma unroll kUnroll
         for (int64_t c = lane; c < chunks; c += BNB_WARP) {
             float a[32];
             load_a32(A, dtype, c * 32, a);

@@ -151,9 +151,15 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
     }
 }
 
-// 8-bit blockwise states: a logical warp per quantization block. Sweep 1 computes the new states to
-// find their new absmax; sweep 2 recomputes them from the still-unchanged codes, writes the parameter
-// and the new codes (each element is read and written by the same lane, in that order).
+// 8-bit blockwise states: a logical warp per quantization block, the CUDA blocks looping over the
+// quantization blocks (a grid that fills the device once, so the code books are staged in shared
+// memory once per CUDA block, not once per 8 quantization blocks).
+//
+// EPL > 0 (blocksize == 32 * EPL): each lane keeps its EPL elements' new states in registers. One sweep
+// reads p, g and the codes, writes the parameter and keeps the states; the warp's new absmax follows,
+// then the codes are written from the registers. EPL == 0 (any blocksize): two sweeps, the second
+// recomputing the states from the still-unchanged codes. Both orders give the same bits.
+template <int EPL>
 __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
                                       const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms) {
     __shared__ float q1[256], q2[256], mid1[255], mid2[255];
@@ -192,6 +198,49 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
 
         float new_max[3] = {0.0f, 0.0f, 0.0f};
         double su = 0.0, sp = 0.0;  // squares in float64: tiny parameters keep their norm
+        if constexpr (EPL > 0) {
+            float kept[3][EPL > 0 ? EPL : 1];
+#pragma unroll
+            for (int j = 0; j < EPL; ++j) {
+                const int i = lane + BNB_WARP * j;
+                if (i >= len) break;
+                const float p = load_f(row.p, row.p_dtype, base + i);
+                const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
+                float s[3];
+#pragma unroll
+                for (int k = 0; k < 3; ++k) s[k] = k < ns ? qk[k][codes[k][i]] * old_max[k] : 0.0f;
+                const float u = update_direction(h, g, p, s);
+                if (h.norm_pass) {
+                    su += (double)u * u;
+                    sp += (double)p * p;
+                    continue;
+                }
+                store_f(row.p, row.p_dtype, base + i, new_param(h, p, u, lr));
+#pragma unroll
+                for (int k = 0; k < 3; ++k) {
+                    kept[k][j] = s[k];
+                    new_max[k] = fmaxf(new_max[k], fabsf(s[k]));
+                }
+            }
+            if (h.norm_pass) {
+                add_norms(norms, t, su, sp);
+                continue;
+            }
+#pragma unroll
+            for (int k = 0; k < 3; ++k) {
+                if (k >= ns) break;
+                const float block_max = warp_max(new_max[k]);
+                const float inv = inv_absmax(block_max);
+#pragma unroll
+                for (int j = 0; j < EPL; ++j) {
+                    const int i = lane + BNB_WARP * j;
+                    if (i >= len) break;
+                    codes[k][i] = (uint8_t)nearest_index<256>(midk[k], scale_clamp(kept[k][j], inv));
+                }
+                if (lane == 0) *absmax[k] = block_max;
+            }
+            continue;
+        }
 #pragma unroll 4
         for (int i = lane; i < len; i += BNB_WARP) {  // sweep 1
             const float p = load_f(row.p, row.p_dtype, base + i);
@@ -200,8 +249,10 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
             for (int k = 0; k < ns; ++k) s[k] = qk[k][codes[k][i]] * old_max[k];
             const float u = update_direction(h, g, p, s);
             for (int k = 0; k < ns; ++k) new_max[k] = fmaxf(new_max[k], fabsf(s[k]));
-            su += (double)u * u;
-            sp += (double)p * p;
+            if (h.norm_pass) {
+                su += (double)u * u;
+                sp += (double)p * p;
+            }
         }
         if (h.norm_pass) {
             add_norms(norms, t, su, sp);
@@ -225,6 +276,30 @@ __global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int
         if (lane == 0)
             for (int k = 0; k < ns; ++k) *absmax[k] = new_max[k];
     }
+}
+
+// Blocks of `kernel` (kThreads threads) that fill the current device once, at most `needed`.
+template <typename Kernel>
+unsigned int resident_grid(Kernel kernel, int64_t needed) {
+    int device = 0, sms = 0, per_sm = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess || sms < 1 ||
+        per_sm < 1) {
+        (void)cudaGetLastError();  // a failed query is not the launch's error: fall back to one block per work item
+        return grid_for(needed, 1);
+    }
+    const int64_t resident = (int64_t)sms * per_sm;
+    return (unsigned int)(needed < 1 ? 1 : (needed < resident ? needed : resident));
+}
+
+template <int EPL>
+int launch_8bit(const long long* table, int n_tensors, long long total_work, const float* qmap1, const float* qmap2,
+                const bnb_optim_params* params, double* norms, void* stream) {
+    const unsigned int grid = resident_grid(optimizer_8bit_kernel<EPL>, ceil_div(total_work, kWarps));
+    optimizer_8bit_kernel<EPL><<<grid, kThreads, 0, (cudaStream_t)stream>>>(table, n_tensors, total_work, qmap1,
+                                                                             qmap2, *params, norms);
+    BNB_RETURN_LAUNCH_ERROR();
 }
 
 bool bad_params(const bnb_optim_params* h, int n_tensors, long long total_work) {
@@ -254,7 +329,11 @@ extern "C" int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, lo
         params->optimizer == BNB_OPT_ADEMAMIX)
         if (qmap2 == nullptr) return (int)cudaErrorInvalidValue;
     if (n_tensors == 0 || total_work == 0) return 0;
-    optimizer_8bit_kernel<<<grid_for(total_work, kWarps), kThreads, 0, (cudaStream_t)stream>>>(
-        table, n_tensors, total_work, qmap1, qmap2, *params, norms);
-    BNB_RETURN_LAUNCH_ERROR();
+    switch (params->blocksize) {  // registers hold a lane's states for the usual blocksizes
+        case 64: return launch_8bit<2>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 128: return launch_8bit<4>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 256: return launch_8bit<8>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 512: return launch_8bit<16>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        default: return launch_8bit<0>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+    }
 }

@@ -18,3 +18,7 @@
 #define cudaMemsetAsync hipMemsetAsync
 #define cudaGetDeviceCount hipGetDeviceCount
 #define cudaErrorNoDevice hipErrorNoDevice
+#define cudaGetDevice hipGetDevice
+#define cudaDeviceGetAttribute hipDeviceGetAttribute
+#define cudaDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
+#define cudaOccupancyMaxActiveBlocksPerMultiprocessor hipOccupancyMaxActiveBlocksPerMultiprocessor
