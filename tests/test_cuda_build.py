@@ -199,6 +199,25 @@ def test_emulated_gemv_4bit(emu, dtype, N, K, nested):
     torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
 
 
+@pytest.mark.parametrize("K", [32, 64, 4096])
+def test_emulated_gemv_4bit_overflow_is_not_finite_where_the_reference_is_not(emu, K):
+    """Huge activations times huge scales: every product overflows float32. The reference rounds each
+    product (inf, then inf - inf = NaN); the kernel's fused multiply-adds keep the exact product, so a
+    row may come out inf where the reference has NaN, but never finite. Rows of tiny scales stay exact."""
+    N = 37
+    torch.manual_seed(K)
+    packed, absmax = REF["quantize_4bit"](torch.randn(N, K), 32, "nf4", torch.uint8)
+    absmax = absmax * 1e30
+    absmax.view(N, K // 32)[::3] = 1e-30  # every third row's blocks tiny: those rows stay finite
+    A = torch.randn(1, K) * 1e36
+    args = (A, packed.view(-1), [N, K], absmax, code_books.code_4bit("nf4"), 32)
+    got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
+    finite = torch.isfinite(ref)
+    assert not finite.all() and finite.any()
+    assert torch.equal(torch.isfinite(got), finite)
+    torch.testing.assert_close(got[finite], ref[finite], rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_emulated_int8_ops(emu, dtype):
     A = torch.randn(2, 13, 131)

@@ -23,6 +23,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 
+using std::isfinite;
 using std::max;
 using std::min;
 

@@ -159,8 +159,13 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
 // reads p, g and the codes, writes the parameter and keeps the states; the warp's new absmax follows,
 // then the codes are written from the registers. EPL == 0 (any blocksize): two sweeps, the second
 // recomputing the states from the still-unchanged codes. Both orders give the same bits.
+#ifdef BNB_OPT8_MIN_BLOCKS  // tuning sweeps: cap registers so this many blocks fit on an SM
+#define BNB_OPT8_BOUNDS __launch_bounds__(kThreads, BNB_OPT8_MIN_BLOCKS)
+#else
+#define BNB_OPT8_BOUNDS
+#endif
 template <int EPL>
-__global__ void optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
+__global__ void BNB_OPT8_BOUNDS optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
                                       const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms) {
     __shared__ float q1[256], q2[256], mid1[255], mid2[255];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
