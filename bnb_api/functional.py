@@ -183,10 +183,11 @@ class QuantState:
 def _nested_offset(absmax: Tensor) -> Tensor:
     """The mean of ``absmax`` (float32 scalar) removed before nested quantization.
 
-    Summed in float64 where the device has it, so every device and thread count gets the same float32
-    offset, hence the same nested codes (a float32 sum's rounding depends on the reduction order).
+    Summed in float64 on cpu and cuda (ROCm included), so those devices and any thread count get the same
+    float32 offset, hence the same nested codes (a float32 sum's rounding depends on the reduction order).
+    Devices that may lack float64 (mps, xpu, hpu) sum in float32.
     """
-    if absmax.device.type == "mps":
+    if absmax.device.type not in ("cpu", "cuda"):
         return absmax.mean()
     return absmax.double().mean().float()
 

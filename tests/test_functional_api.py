@@ -223,3 +223,23 @@ def test_matmul_int8_outlier_columns_exact():
     CA = torch.round(Ain * 127 / s[:, None])
     ref = (CA @ CB.T) * (s[:, None] * SCB[None, :]) / 127**2 + A.double()[:, mask] @ Wd[:, mask].T
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_nested_offset_is_the_float64_mean_whatever_the_thread_count():
+    """The offset removed before nested quantization is the float64 mean rounded once, so the nested codes do
+    not depend on the reduction order (thread count here, the device in ci/gpu_e2e.py)."""
+    torch.manual_seed(11)
+    W = torch.randn(1031, 4096) * torch.rand(1031, 1) * 3  # absmax spread over many magnitudes
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            results.append(F.quantize_4bit(W, quant_type="nf4", compress_statistics=True))
+    finally:
+        torch.set_num_threads(threads)
+    (p1, s1), (p2, s2) = results
+    assert torch.equal(p1, p2) and torch.equal(s1.absmax, s2.absmax) and torch.equal(s1.offset, s2.offset)
+    _, plain = F.quantize_4bit(W, quant_type="nf4", compress_statistics=False)
+    assert s1.offset.dtype == torch.float32
+    assert float(s1.offset) == float(torch.tensor(plain.absmax.double().mean().item(), dtype=torch.float32))
