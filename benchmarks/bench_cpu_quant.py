@@ -1,6 +1,7 @@
 """Benchmark the native cpu quant kernels: ``python benchmarks/bench_cpu_quant.py [--quick] [--json out.json]``.
 
-For each op and shape of issue 3: best time, GB/s, % of the DRAM read bandwidth measured in this run, and
+For each op and shape of issue 3: best time, GB/s, % of the DRAM read bandwidth measured in this run (for
+cold rows: probed between the timed calls, the impls run round-robin, since this VM's memory speed drifts), and
 speed-up ratios against baselines measured in the same run: the reference backend, dense PyTorch for the
 matmuls (bf16 ``F.linear`` for gemv, ``torch._int_mm`` for int8) and bitsandbytes 0.50.2 when importable.
 Batch-1 gemv rows come cold (caches flushed: the weight is read from DRAM) and warm. The target checks of
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 
 import torch
@@ -19,7 +21,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import Row, bench, bnb_available, dram_read_bandwidth, print_table, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Row,
+    bench,
+    bnb_available,
+    dram_read_bandwidth,
+    flush_cache,
+    print_table,
+    write_json,
+)
 from bnb_api.backends.cpu import kernels_quant as kq  # noqa: E402
 from bnb_api.core import codes  # noqa: E402
 from bnb_api.core.reference import blockwise as ref_bw  # noqa: E402
@@ -33,22 +43,54 @@ class Bench:
     """Times implementations of one op/shape and turns them into rows with ratios."""
 
     def __init__(self, bw: float, quick: bool):
-        self.bw, self.quick, self.rows, self.times = bw, quick, [], {}
+        self.bw, self.quick, self.rows, self.times, self.row_bw = bw, quick, [], {}, {}
+        self._probe: torch.Tensor | None = None
 
     def time(self, fn, *, cold=False, slow=False) -> float:
         repeat = 3 if self.quick or slow else 20
         return bench(fn, repeat=repeat, warmup=1 if slow else 2, cold=cold, max_seconds=2 if self.quick else 6)["best"]
 
+    def time_cold(self, impls: dict) -> tuple[dict, float]:
+        """Best cold time of each impl, run round-robin, and the DRAM read bandwidth probed in the same rounds.
+
+        This machine's memory speed changes by up to 1.7x within seconds (neighbours): timing the impls one
+        after another, against a bandwidth measured once at the start, compares different phases. Here each
+        round reads 1 GiB (``torch.sum``) and then runs every impl once after a cache flush.
+        """
+        if self._probe is None:
+            self._probe = torch.ones((1 << 30) // 4, dtype=torch.float32)
+        best = {name: float("inf") for name in impls}
+        probe = float("inf")
+        for fn in impls.values():
+            fn()
+        rounds = 3 if self.quick else 20
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            self._probe.sum()
+            probe = min(probe, time.perf_counter() - t0)
+            for name, fn in impls.items():
+                flush_cache()
+                t0 = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t0)
+        return best, self._probe.numel() * 4 / probe / 1e9
+
     def add(self, op, shape, impls: dict, nbytes: float, *, cold=False, weight_bytes=None, note="", baselines=()):
-        """Time each impl (name -> fn or None); the first is ours; ratios = t_baseline / t_ours."""
-        times = {}
-        for name, fn in impls.items():
-            if fn is None:
-                continue
-            try:
-                times[name] = self.time(fn, cold=cold, slow=name in ("reference", "bitsandbytes"))
-            except Exception as exc:  # a baseline that fails is reported, never fatal
-                print(f"  {op} {shape} {name}: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+        """Time each impl (name -> fn or None); the first is ours; ratios = t_baseline / t_ours.
+
+        Cold rows run the impls round-robin with a DRAM probe (``time_cold``); their % of bandwidth is
+        against that probe."""
+        impls = {name: fn for name, fn in impls.items() if fn is not None}
+        bw = self.bw
+        if cold:
+            times, bw = self.time_cold(impls)
+        else:
+            times = {}
+            for name, fn in impls.items():
+                try:
+                    times[name] = self.time(fn, slow=name in ("reference", "bitsandbytes"))
+                except Exception as exc:  # a baseline that fails is reported, never fatal
+                    print(f"  {op} {shape} {name}: failed ({type(exc).__name__}: {exc})", file=sys.stderr)
         ours = next(iter(times))
         for name, t in times.items():
             rb = weight_bytes if weight_bytes is not None else nbytes
@@ -56,11 +98,13 @@ class Bench:
             names = (*baselines, "reference", "bitsandbytes")
             ratios = {x: times[x] / t for x in names if x in times} if mine else {}
             extra = f"total {nbytes / t / 1e9:.1f} GB/s" if weight_bytes is not None else ""
-            note_text = "; ".join(x for x in (note, extra) if x) if mine else ""
+            probe = f"DRAM probed in the same rounds {bw:.1f} GB/s" if cold else ""
+            note_text = "; ".join(x for x in (note, extra, probe) if x) if mine else ""
             gbps = rb / t / 1e9 if mine else None
-            pct = 100 * rb / t / 1e9 / self.bw if mine else None
+            pct = 100 * rb / t / 1e9 / bw if mine else None
             self.rows.append(Row(op, shape + (" cold" if cold else ""), name, t, gbps, pct, ratios, note_text))
         self.times[(op, shape, cold)] = times
+        self.row_bw[(op, shape, cold)] = bw
         return times
 
 
@@ -204,7 +248,7 @@ def targets(b: Bench, bnb_ref: dict) -> list[dict]:
     g = b.times.get(("gemv_4bit", "1x4096·11008x4096 nf4 bs64 bf16", True), {})
     if "cpu" in g:
         packed = 11008 * 4096 / 2
-        pct = 100 * packed / g["cpu"] / 1e9 / b.bw
+        pct = 100 * packed / g["cpu"] / 1e9 / b.row_bw[("gemv_4bit", "1x4096·11008x4096 nf4 bs64 bf16", True)]
         check("gemv 11008x4096 nf4 cold: % of DRAM read BW (packed weight)", pct, 85, "%")
         check("gemv 11008x4096 nf4 cold: x vs dense bf16 F.linear", g["F.linear bf16"] / g["cpu"], 5, "x")
     for op, shape, goal in (("quantize_4bit", "4096x4096 bf16 nf4 bs64", 30),

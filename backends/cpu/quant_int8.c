@@ -202,7 +202,7 @@ TGT_AVX2 static void mm_avx2(const int8_t *A, int64_t M, int64_t K, const int8_t
         }
 }
 
-#define MM_PREFETCH_ROWS 4
+#define MM_PREFETCH 16384 /* bytes of B ahead, in one linear prefetch stream (batch-1 rows) */
 
 /* VNNI: vpdpbusd multiplies unsigned by signed bytes, so A is offset by 128 (Au = A ^ 0x80) and
  * 128 * sum_k B[n, k] is subtracted. MR rows of A times NR rows of B per register tile. */
@@ -214,15 +214,19 @@ TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const in
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_si512();
     for (int j = 0; j < NR; j++) bsum[j] = _mm512_setzero_si512();
-    /* few rows of A (batch-1 inference): streaming B from memory is the whole cost, so the rows of B
-     * MM_PREFETCH_ROWS ahead are prefetched (when they exist) */
-    const int prefetch = MR <= 4 && n0 + NR - 1 + MM_PREFETCH_ROWS < N;
+    /* few rows of A (batch-1 inference): streaming B from memory is the whole cost. The NR rows read side
+     * by side are contiguous, so one linear stream MM_PREFETCH bytes ahead of their progress (NR lines per
+     * 64 columns) walks B in address order, as a sequential read does; prefetching each row ahead instead
+     * (same column, rows further down) reads cold weights markedly slower here (see quant_gemv.c). */
+    const int prefetch = MR <= 4;
+    const uintptr_t pf_end = (uintptr_t)(B + N * K);
+    uintptr_t pf = (uintptr_t)(B + n0 * K) + MM_PREFETCH;
     for (int64_t k = 0; k < K; k += 64) {
         const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
         __m512i b[2];
         if (prefetch)
-            for (int j = 0; j < NR; j++)
-                _mm_prefetch((const char *)(B + (n0 + j + MM_PREFETCH_ROWS) * K + k), _MM_HINT_T0);
+            for (int j = 0; j < NR; j++, pf += 64)
+                if (pf < pf_end) _mm_prefetch((const char *)pf, _MM_HINT_T0);
         for (int j = 0; j < NR; j++) {
             b[j] = _mm512_maskz_loadu_epi8(mk, B + (n0 + j) * K + k);
             bsum[j] = _mm512_dpbusd_epi32(bsum[j], ones, b[j]);
@@ -241,6 +245,9 @@ TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const in
 
 TGT_VNNI static void mm_vnni(const uint8_t *Au, int64_t M, int64_t K, const int8_t *B, int64_t N, int32_t *C,
                              int64_t n_begin, int64_t n_end) {
+    if (M <= 4) /* the start of this range, which the tiles' prefetch stream (running ahead) does not cover */
+        for (uintptr_t a = (uintptr_t)(B + n_begin * K), e = (uintptr_t)(B + n_end * K); a < e && a < (uintptr_t)(B + n_begin * K) + MM_PREFETCH; a += 64)
+            _mm_prefetch((const char *)a, _MM_HINT_T0);
     int64_t n = n_begin;
     for (; n < n_end; n += 2) {
         const int nr = n + 2 <= n_end ? 2 : 1;
