@@ -138,9 +138,9 @@ def test_4bit_matches_reference(isa, quant_type, dtype, n):
 
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 def test_dequantize_large_outputs_streamed_with_special_scales(isa, quant_type):
-    """Outputs above 8 MiB take the streaming stores (and bf16 the vcvtne2ps2bf16 path): still bit-exact,
-    including blocks whose scale makes subnormal products, a NaN scale and an infinite one."""
-    n = 3 << 21  # 6M elements: 12 MiB as bf16 / fp16, 24 MiB as float32
+    """Outputs of 40 MiB or more take the streaming stores (and bf16 the vcvtne2ps2bf16 path): still
+    bit-exact, including blocks whose scale makes subnormal products, a NaN scale and an infinite one."""
+    n = 21 << 20  # 21M elements: 42 MiB as bf16 / fp16, 84 MiB as float32
     g = torch.Generator().manual_seed(3)
     packed = torch.randint(0, 256, ((n + 1) // 2,), dtype=torch.uint8, generator=g)
     absmax = torch.rand(n // 64, generator=g) + 0.1
