@@ -57,14 +57,24 @@ TGT_AVX2 static void vq_row_avx2(const void *A, int dtype, int64_t row, int64_t 
     vq_row_body(A, dtype, row, K, thr, codes, row_absmax, tflags);
 }
 
-TGT_AVX512 static void vq_row_avx512(const void *A, int dtype, int64_t row, int64_t K, float thr, int8_t *codes,
-                                     float *row_absmax, uint8_t *tflags) {
+#define VQ_PREFETCH 16384
+
+TGT_AVX512 static void vq_row_avx512(const void *A, uintptr_t a_end, int dtype, int64_t row, int64_t K, float thr,
+                                     int8_t *codes, float *row_absmax, uint8_t *tflags) {
     const int64_t s = row * K;
     const __m512 vthr = _mm512_set1_ps(thr > 0.0f ? thr : INFINITY);
     const __mmask16 detect = thr > 0.0f ? 0xFFFF : 0; /* threshold 0: no outliers (inf included) */
     __m512 vmax = _mm512_setzero_ps();
     __mmask16 nan = 0;
+    /* the rows ahead as one linear prefetch stream, VQ_PREFETCH bytes ahead of this row's first pass (which
+     * reads it from DRAM; the second pass finds it in L1): a line per 64 bytes read, never past A's end */
+    const int64_t esize = dtype == BNBQ_F32 ? 4 : 2;
+    uintptr_t pf = (uintptr_t)A + (uintptr_t)(s * esize) + VQ_PREFETCH;
     for (int64_t k = 0; k < K; k += 16) {
+        if (((k * esize) & 63) == 0) {
+            if (pf < a_end) _mm_prefetch((const char *)pf, _MM_HINT_T0);
+            pf += 64;
+        }
         const __mmask16 m = bnbq_mask16(K - k);
         const __m512 a = _mm512_abs_ps(bnbq_load16(A, dtype, s + k, m));
         const __mmask16 out = _mm512_mask_cmp_ps_mask(m & detect, a, vthr, _CMP_GE_OQ);
@@ -110,10 +120,14 @@ TGT_AVX512 static void vq_row_avx512(const void *A, int dtype, int64_t row, int6
 }
 #endif
 
-static void vq_row(int isa, const void *A, int dtype, int64_t row, int64_t K, float thr, int8_t *codes,
+/* Row `row` of A (rows x K, `rows` in all): row absmax, codes, outlier columns flagged in tflags. */
+static void vq_row(int isa, const void *A, int64_t rows, int dtype, int64_t row, int64_t K, float thr, int8_t *codes,
                    float *row_absmax, uint8_t *tflags) {
 #if BNBQ_X86
-    if (isa == BNBQ_ISA_AVX512) return vq_row_avx512(A, dtype, row, K, thr, codes, row_absmax, tflags);
+    if (isa == BNBQ_ISA_AVX512) {
+        const uintptr_t a_end = (uintptr_t)A + (uintptr_t)(rows * K * (dtype == BNBQ_F32 ? 4 : 2));
+        return vq_row_avx512(A, a_end, dtype, row, K, thr, codes, row_absmax, tflags);
+    }
     if (isa == BNBQ_ISA_AVX2) return vq_row_avx2(A, dtype, row, K, thr, codes, row_absmax, tflags);
 #endif
     (void)isa;
@@ -148,7 +162,8 @@ int bnbq_int8_vectorwise_quant(const void *A, int dtype, int64_t rows, int64_t K
         t = omp_get_thread_num();
 #endif
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; r++) vq_row(isa, A, dtype, r, K, threshold, codes, row_absmax, tflags + (size_t)t * K);
+        for (int64_t r = 0; r < rows; r++)
+            vq_row(isa, A, rows, dtype, r, K, threshold, codes, row_absmax, tflags + (size_t)t * K);
     }
     for (int t = 0; t < team; t++)
         for (int64_t k = 0; k < K; k++) outlier_flags[k] |= tflags[(size_t)t * K + k];
@@ -398,7 +413,7 @@ int bnbq_int8_mm_outlier_row(const void *A, int dtype, int64_t K, const int8_t *
     int64_t n_out = 0;
     memset(flags, 0, (size_t)K);
     if (K > 0) {
-        vq_row(bnbq_isa_level(), A, dtype, 0, K, threshold, ca, &sca, flags);
+        vq_row(bnbq_isa_level(), A, 1, dtype, 0, K, threshold, ca, &sca, flags);
         for (int64_t k = 0; k < K; k++) {
             x[k] = bnbq_load(A, dtype, k);
             if (flags[k]) cols[n_out++] = k;
