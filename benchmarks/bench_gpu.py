@@ -204,11 +204,37 @@ def bench_ops(bw: float, repeat: int, flush: torch.Tensor | None) -> list[Row]:
     return rows
 
 
+def run_once() -> int:
+    """One call of each profiled kernel, nothing timed (for ``ncu``): gemv_4bit 11008x4096 NF4 with fp16 and
+    bf16 activations, then one 8-bit AdamW step on OPT_PARAMS parameters. Returns the kernel launches made."""
+    from bnb_api.core import codes
+
+    torch.manual_seed(0)
+    W = torch.randn(N, K, device=DEVICE, dtype=torch.float16)
+    code = codes.code_4bit("nf4", DEVICE)
+    for dtype in (torch.float16, torch.bfloat16):
+        packed, absmax = torch.ops.bnb_api.quantize_4bit(W.to(dtype), 64, "nf4", torch.uint8)
+        A = torch.randn(1, K, device=DEVICE, dtype=dtype)
+        torch.ops.bnb_api.gemv_4bit(A, packed, [N, K], absmax, code, 64)
+    n = OPT_PARAMS
+    p, g = torch.randn(n, device=DEVICE) * 0.02, torch.randn(n, device=DEVICE) * 1e-3
+    s1 = torch.full((n,), 127, dtype=torch.uint8, device=DEVICE)
+    s2 = torch.zeros(n, dtype=torch.uint8, device=DEVICE)
+    a1, a2 = torch.zeros(-(-n // 256), device=DEVICE), torch.zeros(-(-n // 256), device=DEVICE)
+    torch.ops.bnb_api.optimizer_step("adamw", p, g, s1, s2, a1, a2, codes.dynamic_map(True, DEVICE),
+                                     codes.dynamic_map(False, DEVICE), 1e-4, 0.9, 0.999, 0.0, 0.0, 1e-8, 0.01, 1,
+                                     1.0, 0.0, 256)  # fmt: skip
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    return 3
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--json", help="write the rows as JSON to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the cpu: checks the script only")
+    parser.add_argument("--once", action="store_true", help="one call of each profiled kernel, no timing (ncu)")
     args = parser.parse_args(argv)
     global DEVICE, N, K, OPT_PARAMS
     if args.smoke:
@@ -218,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import bnb_api  # noqa: F401  (registers the backends)
 
+    if args.once:
+        print(f"bench_gpu --once: {run_once()} kernel launches on {DEVICE}")
+        return 0
     repeat = 5 if args.quick else 20
     flush = torch.empty(512 << 20 >> 2, dtype=torch.float32, device=DEVICE) if DEVICE == "cuda" else None  # > L2
     bw = copy_bandwidth(repeat)

@@ -5,7 +5,9 @@
 #   3. runs ci/gpu_e2e.py (Linear4bit, Linear8bitLt, optimizers and state dicts on the GPU against the cpu),
 #   4. runs benchmarks/bench_gpu.py (gemv_4bit NF4 11008x4096 batch 1, 8-bit AdamW, the other ops vs bandwidth),
 #   5. with FULL_S=seconds, runs the conformance suite in full mode on cuda within that time,
-#   6. prints a short summary table.
+#   6. with PROFILE=1, profiles the gemv_4bit and 8-bit optimizer kernels with ncu (speed of light, memory,
+#      occupancy, warp stall reasons) into $OUT/ncu.txt,
+#   7. prints a short summary table.
 # Needs a CUDA build of torch in $PYTHON (default: python). Results go to $OUT (default: a temp dir).
 # Exit status: 0 only if the build, the conformance run and the benchmark all succeed.
 set -uo pipefail
@@ -76,7 +78,17 @@ if [[ "${FULL_S:-0}" -gt 0 ]]; then
     tail -n 15 "$OUT/conformance_full.log"
 fi
 
-# 6. summary
+# 6. ncu profile of the two kernels with bandwidth targets (skipped unless PROFILE=1)
+if [[ "${PROFILE:-0}" == 1 ]] && command -v ncu > /dev/null; then
+    log "ncu profile: gemv_4bit_vec_kernel and optimizer_8bit_kernel"
+    timeout 180 ncu --kernel-name regex:"gemv_4bit_vec|optimizer_8bit" --launch-count 3 --section SpeedOfLight \
+        --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats --section LaunchStats \
+        "$PYTHON" benchmarks/bench_gpu.py --once > "$OUT/ncu.txt" 2>&1
+    grep -E "^  [a-zA-Z_<].*\(|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Stall" \
+        "$OUT/ncu.txt" | head -60
+fi
+
+# 7. summary
 "$PYTHON" - "$OUT" "$BUILD_S" "$CONF_RC" "$BENCH_RC" "$E2E_RC" "$FULL_RC" <<'PY'
 import json, os, sys
 out, build_s, conf_rc, bench_rc, e2e_rc, full_rc = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])

@@ -49,3 +49,10 @@ def test_bench_gpu_smoke_writes_every_row(tmp_path):
     for op in ("gemv_4bit", "optimizer_step adamw 8-bit", "quantize_4bit", "dequantize_4bit", "quantize_blockwise",
                "dequantize_blockwise", "int8_vectorwise_quant", "int8_linear_matmul"):  # fmt: skip
         assert op in ops
+
+
+def test_bench_gpu_once_runs_each_profiled_kernel(capsys):
+    """``--once`` (what ci/gpu_check.sh hands to ncu) calls gemv twice and the 8-bit optimizer once."""
+    bench = _load("benchmarks/bench_gpu.py", "bench_gpu_once_under_test")
+    assert bench.main(["--smoke", "--once"]) == 0
+    assert "3 kernel launches" in capsys.readouterr().out
