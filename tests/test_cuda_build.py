@@ -285,3 +285,15 @@ def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, b
                 else:
                     torch.testing.assert_close(x, y, rtol=1e-3 if max_unorm else 1e-5, atol=1e-6, msg=f"list {which}")
         assert not torch.equal(mine[0][0], lists[0][0])
+
+
+def test_cublaslt_int_mm_helper_is_exact_or_declines():
+    """The GPU int8 matmul's torch._int_mm route: exact int32 A @ B.T, or None (never an error) for a shape
+    torch refuses, so the dp4a kernel serves it. Runs on torch's cpu _int_mm here."""
+    from bnb_api.backends.cuda.kernels import _cublaslt_int_mm
+
+    g = torch.Generator().manual_seed(5)
+    A = torch.randint(-127, 128, (32, 64), dtype=torch.int8, generator=g)
+    B = torch.randint(-127, 128, (24, 64), dtype=torch.int8, generator=g)
+    assert torch.equal(_cublaslt_int_mm(A, B), REF["int8_linear_matmul"](A, B))
+    assert _cublaslt_int_mm(A, B[:, :48]) is None  # K mismatch: torch raises, the helper declines

@@ -137,10 +137,9 @@ class GpuKernels:
         """
         K, N, M = A.shape[-1], B.shape[0], math.prod(A.shape[:-1])
         if A.device.type != "cpu" and M > 16 and K % 8 == 0 and N % 8 == 0 and K > 0:
-            try:
-                return torch._int_mm(A.reshape(M, K), B.t()).reshape(*A.shape[:-1], N)
-            except RuntimeError:  # a shape or layout this torch's cuBLASLt path refuses: our kernel serves
-                pass
+            product = _cublaslt_int_mm(A.reshape(M, K), B)
+            if product is not None:
+                return product.reshape(*A.shape[:-1], N)
         out = torch.empty((*A.shape[:-1], N), dtype=torch.int32, device=A.device)
         p = self._ptr
         self._call("int8_linear_matmul", A, "bnb_cuda_int8_linear_matmul", p(A), p(B), p(out), M, N, K)
@@ -243,6 +242,15 @@ def _any(**_call) -> bool:
 def _vectorwise_supports(A, threshold=0.0) -> bool | str:
     # K == 0 has no columns to scan; the reference returns the empty result
     return True if A.shape[-1] > 0 else "A.shape[-1] == 0 (empty rows)"
+
+
+def _cublaslt_int_mm(A2: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
+    """``torch._int_mm(A2, B.T)`` (cuBLASLt, exact int32), or None where this torch build refuses the shape or
+    layout (the dp4a kernel then serves)."""
+    try:
+        return torch._int_mm(A2, B.t())
+    except RuntimeError:
+        return None
 
 
 def _matmul_supports(A, B) -> bool | str:
