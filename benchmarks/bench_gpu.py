@@ -127,33 +127,39 @@ def bench_gemv(bw: float, repeat: int, flush: torch.Tensor) -> list[Row]:
     return rows
 
 
-def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
+def adamw8_stepper(n: int):
+    """(step, call): ``step()`` runs one 8-bit AdamW step (blocksize 256) on ``n`` float32 parameters held on
+    DEVICE; ``call`` holds its arguments by schema name (for ``selected``)."""
     from bnb_api.core import codes
 
     torch.manual_seed(0)
-    p = torch.randn(n, device=DEVICE) * 0.02
-    g = torch.randn(n, device=DEVICE) * 1e-3
     nb = -(-n // 256)
-    s1 = torch.full((n,), 127, dtype=torch.uint8, device=DEVICE)
-    s2 = torch.zeros(n, dtype=torch.uint8, device=DEVICE)
-    a1 = torch.zeros(nb, device=DEVICE)
-    a2 = torch.zeros(nb, device=DEVICE)
-    q1, q2 = codes.dynamic_map(True, DEVICE), codes.dynamic_map(False, DEVICE)
+    call = dict(optimizer="adamw", p=torch.randn(n, device=DEVICE) * 0.02, g=torch.randn(n, device=DEVICE) * 1e-3,
+                state1=torch.full((n,), 127, dtype=torch.uint8, device=DEVICE),
+                state2=torch.zeros(n, dtype=torch.uint8, device=DEVICE), absmax1=torch.zeros(nb, device=DEVICE),
+                absmax2=torch.zeros(nb, device=DEVICE), qmap1=codes.dynamic_map(True, DEVICE),
+                qmap2=codes.dynamic_map(False, DEVICE), blocksize=256)  # fmt: skip
     step = [0]
 
-    def ours():
+    def run():
         step[0] += 1
-        torch.ops.bnb_api.optimizer_step("adamw", p, g, s1, s2, a1, a2, q1, q2, 1e-4, 0.9, 0.999, 0.0, 0.0, 1e-8,
-                                         0.01, step[0], 1.0, 0.0, 256)  # fmt: skip
+        c = call
+        torch.ops.bnb_api.optimizer_step(c["optimizer"], c["p"], c["g"], c["state1"], c["state2"], c["absmax1"],
+                                         c["absmax2"], c["qmap1"], c["qmap2"], 1e-4, 0.9, 0.999, 0.0, 0.0, 1e-8, 0.01,
+                                         step[0], 1.0, 0.0, 256)  # fmt: skip
 
+    return run, call
+
+
+def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
+    ours, call = adamw8_stepper(n)
     t = cuda_time(ours, repeat)
     pt = torch.nn.Parameter(torch.randn(n, device=DEVICE) * 0.02)
     pt.grad = torch.randn(n, device=DEVICE) * 1e-3
     opt = torch.optim.AdamW([pt], lr=1e-4, fused=True)
     t_torch = cuda_time(opt.step, repeat)
     gbps, gbps_torch = 16 * n / t / 1e9, 28 * n / t_torch / 1e9
-    impl = selected("optimizer_step", dict(optimizer="adamw", p=p, g=g, state1=s1, state2=s2, absmax1=a1,
-                                           absmax2=a2, qmap1=q1, qmap2=q2, blocksize=256))  # fmt: skip
+    impl = selected("optimizer_step", call)
     return [
         Row("optimizer_step adamw 8-bit", f"{n >> 20}M fp32 params", impl, t, gbps, 100 * gbps / bw,
             {"torch AdamW fused": t_torch / t},
@@ -216,14 +222,7 @@ def run_once() -> int:
         packed, absmax = torch.ops.bnb_api.quantize_4bit(W.to(dtype), 64, "nf4", torch.uint8)
         A = torch.randn(1, K, device=DEVICE, dtype=dtype)
         torch.ops.bnb_api.gemv_4bit(A, packed, [N, K], absmax, code, 64)
-    n = OPT_PARAMS
-    p, g = torch.randn(n, device=DEVICE) * 0.02, torch.randn(n, device=DEVICE) * 1e-3
-    s1 = torch.full((n,), 127, dtype=torch.uint8, device=DEVICE)
-    s2 = torch.zeros(n, dtype=torch.uint8, device=DEVICE)
-    a1, a2 = torch.zeros(-(-n // 256), device=DEVICE), torch.zeros(-(-n // 256), device=DEVICE)
-    torch.ops.bnb_api.optimizer_step("adamw", p, g, s1, s2, a1, a2, codes.dynamic_map(True, DEVICE),
-                                     codes.dynamic_map(False, DEVICE), 1e-4, 0.9, 0.999, 0.0, 0.0, 1e-8, 0.01, 1,
-                                     1.0, 0.0, 256)  # fmt: skip
+    adamw8_stepper(OPT_PARAMS)[0]()
     if DEVICE == "cuda":
         torch.cuda.synchronize()
     return 3
