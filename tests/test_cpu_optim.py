@@ -274,22 +274,93 @@ def test_simd_equals_generic(optimizer, isa):
                 _assert_identical([oracle], [got], f"{optimizer} {dtype} 8bit={eight_bit} {isa} vs generic")
 
 
+def _code_books() -> dict[str, torch.Tensor]:
+    """Sorted 256-entry code books that reach every search: the optimizers' dynamic maps, random ones, ones
+    with codes on powers of two (midpoints near octave edges), one reaching past +-1, one too dense for any
+    table, one with a zero midpoint, one with midpoints below 2^-30 (no octave table) and one with equal
+    codes."""
+    gen = torch.Generator().manual_seed(1)
+    pow2 = 2.0 ** -(torch.arange(128.0) / 8)
+    beyond = 1 + 0.05 * torch.arange(1.0, 29.0)
+    past_one = torch.sort(torch.cat([torch.linspace(-0.9, 0.95, 200), beyond, -beyond])).values
+    sixth = 2.0 ** -(torch.arange(129.0) / 6)  # 6 codes an octave down to 2^-21
+    tiny = torch.sort(torch.cat([-sixth[:126], torch.tensor([1e-12, 2e-12]), sixth[:128]])).values
+    repeated = torch.sort(torch.cat([torch.rand(200, generator=gen) * 2 - 1, torch.full((56,), 0.25)])).values
+    return {
+        "signed": SIGNED,
+        "unsigned": UNSIGNED,
+        "random": torch.sort(torch.rand(256, generator=gen) * 2 - 1).values,
+        "random positive": torch.sort(torch.rand(256, generator=gen)).values,
+        "powers of two": torch.sort(torch.cat([-sixth[:127], sixth[:129]])).values,
+        "positive powers of two": 2.0 ** -(torch.arange(255.0, -1.0, -1.0) / 12),
+        "zero midpoint": torch.sort(torch.cat([-pow2, pow2])).values,
+        "past one": past_one,
+        "dense": torch.cat([-torch.ones(1), 0.5 + 1e-4 * torch.arange(255.0)]),
+        "tiny midpoints": tiny,
+        "repeated": repeated,
+    }
+
+
+def _search_inputs(q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Values in [-1, 1] that probe a search: random, midpoints and their float neighbours, the codes,
+    powers of two and their neighbours (octave edges), zeros and tiny magnitudes."""
+    mid = (q[:-1] + q[1:]) * 0.5
+    p2 = 2.0 ** -torch.arange(0.0, 40.0)
+    edges = torch.cat([p2, -p2, torch.nextafter(p2, p2 * 2), torch.nextafter(p2, p2 * 0), -torch.nextafter(p2, p2 * 0)])
+    x = torch.cat([torch.rand(20011, generator=gen) * 2 - 1, mid, q, torch.nextafter(mid, mid + 1),
+                   torch.nextafter(mid, mid - 1), edges,
+                   torch.tensor([-1.0, 1.0, 0.0, -0.0, 1e-30, -1e-30, 1e-40, -1e-40])])  # fmt: skip
+    return x.clamp(-1, 1).contiguous()
+
+
 @pytest.mark.parametrize("isa", ISAS)
 def test_nearest_code_search_is_exact(isa):
-    """The requantization search against the reference bucketize: random values, exact midpoints (ties go
-    to the lower index), codes themselves, +-1, 0, and non-finite values (any code, never out of bounds)."""
+    """The requantization search against the reference bucketize for every code book of _code_books: random
+    values, exact midpoints (ties go to the lower index), codes, octave edges, zeros, tiny values, and
+    non-finite values (any code, never out of bounds)."""
     gen = torch.Generator().manual_seed(1)
-    dense = torch.cat([-torch.ones(1), 0.5 + 1e-4 * torch.arange(255.0)])  # too dense for the bucket table
-    for q in (SIGNED, UNSIGNED, torch.sort(torch.rand(256, generator=gen) * 2 - 1).values, dense):
-        mid = (q[:-1] + q[1:]) * 0.5
-        x = torch.cat([torch.rand(20011, generator=gen) * 2 - 1, mid, q, torch.nextafter(mid, mid + 1),
-                       torch.nextafter(mid, mid - 1), torch.tensor([-1.0, 1.0, 0.0, -0.0, 1e-30, -1e-30])])  # fmt: skip
-        x = x.clamp(-1, 1).contiguous()
+    for name, q in _code_books().items():
+        x = _search_inputs(q, gen)
         with kernels_optim.forced_isa(isa):
             got = kernels_optim.nearest_codes(q, x)
             odd = kernels_optim.nearest_codes(q, torch.tensor([float("nan"), float("inf"), -float("inf")] * 7))
-        assert torch.equal(got.long(), nearest_code(x, q)), f"{isa}: search differs from the reference"
+        assert torch.equal(got.long(), nearest_code(x, q)), f"{isa}, {name}: search differs from the reference"
         assert odd.dtype == torch.uint8 and odd.numel() == 21
+
+
+def test_search_kinds():
+    """The dynamic maps get the fastest search the CPU allows, and code books a table cannot serve fall back
+    (so test_nearest_code_search_is_exact covers each kind)."""
+    books = _code_books()
+    with kernels_optim.forced_isa("generic"):
+        assert kernels_optim.search_kind(SIGNED) == "register"
+    with kernels_optim.forced_isa("avx2"):
+        assert kernels_optim.search_kind(SIGNED) == "bucket"
+        assert kernels_optim.search_kind(books["dense"]) == "register"
+        assert kernels_optim.search_kind(books["random"]) == "register"  # some random midpoints are very close
+    if "avx512vbmi" not in ISAS:
+        pytest.skip("this CPU has no AVX-512 VBMI: no octave tables")
+    with kernels_optim.forced_isa("avx512vbmi"):
+        for name in ("signed", "unsigned", "powers of two", "positive powers of two", "past one"):
+            assert kernels_optim.search_kind(books[name]) == "octave", name
+        for name in ("zero midpoint", "tiny midpoints"):
+            assert kernels_optim.search_kind(books[name]) == "bucket", name
+        assert kernels_optim.search_kind(books["repeated"]) == "register"
+        assert kernels_optim.search_kind(books["dense"]) == "register"
+
+
+@pytest.mark.parametrize("blocksize", [64, 256, 2048])
+def test_tiled_8bit_step_matches_generic(blocksize):
+    """8-bit steps whose parameters end inside a tile and inside a block, with blocksizes below, at and
+    above the 1024-element tile: the SIMD kernels give the generic oracle's bits."""
+    for n in (40_009, 33_000, 65_536 + 65):
+        case = make_case("adamw", n, torch.float32, True, seed=3, blocksize=blocksize)
+        hp = hparams("adamw", 3, 0.01, blocksize=blocksize)
+        oracle, got = clone(case), clone(case)
+        with kernels_optim.forced_isa("generic"):
+            run_native(oracle, "adamw", hp)
+        run_native(got, "adamw", hp)
+        _assert_identical([oracle], [got], f"n={n} blocksize={blocksize}")
 
 
 # --------------------------------------------------------------------------------------------------

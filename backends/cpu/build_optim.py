@@ -13,7 +13,7 @@ FAMILY = Family(
     module="bnb_api.backends.cpu._optim_lib",
     header="optim.h",
     sources=("optim_dispatch.c", "optim_generic.c", "optim_avx2.c", "optim_avx512.c"),
-    depends=("optim_internal.h", "optim_kernel.h", "bucket_lut.h", "lut256_vbmi.h"),
+    depends=("optim_internal.h", "optim_kernel.h", "bucket_lut.h", "lut256_vbmi.h", "octave_lut_vbmi.h"),
 )
 ffibuilder = FAMILY.builder()
 

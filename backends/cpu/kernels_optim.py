@@ -241,6 +241,20 @@ def register_kernels(backend: str) -> None:
                              kind="native", supports=_supports_multi)  # fmt: skip
 
 
+SEARCH_KINDS = ("register", "bucket", "octave")
+
+
+def search_kind(qmap: torch.Tensor) -> str:
+    """Which nearest-code search the 8-bit optimizers use with the 256-entry float32 code book ``qmap`` on the
+    active instruction set (for steps of at least 32768 elements): "register", "bucket" or "octave"."""
+    _check_tensor("search_kind", "qmap", qmap, torch.float32, 256)
+    ffi, lib = _load()
+    kind = lib.bnbo_search_kind(ffi.cast("float *", qmap.data_ptr()), 256)
+    if kind < 0:
+        raise BnbValueError(f"search_kind: the native kernel rejected the code book (code {kind})")
+    return SEARCH_KINDS[kind]
+
+
 def nearest_codes(qmap: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The requantization search alone: uint8 index of the nearest ``qmap`` entry for each float32 of ``x``
     (count of midpoints strictly below; ties to the lower index), with the active instruction set."""

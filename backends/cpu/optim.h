@@ -91,6 +91,13 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
  * midpoints (qmap[j] + qmap[j+1]) / 2 strictly below x[i]. */
 int bnbo_nearest_codes(const float *qmap, int64_t n_qmap, const float *x, uint8_t *codes, int64_t n);
 
+/* Which search requantizes with this code book on the active instruction set (calls of at least
+ * BNBO_PARALLEL_MIN_WORK elements; smaller ones use the register search): BNBO_SEARCH_* or BNBO_EINVAL. */
+#define BNBO_SEARCH_REGISTER 0 /* 8-step search over registers (any sorted code book) */
+#define BNBO_SEARCH_BUCKET 1   /* bucket table + one gather per 16 values (bucket_lut.h) */
+#define BNBO_SEARCH_OCTAVE 2   /* octave tables + byte permutes, 64 values per step (octave_lut_vbmi.h) */
+int bnbo_search_kind(const float *qmap, int64_t n_qmap);
+
 int bnbo_isa_detected(void);
 int bnbo_isa_active(void);
 int bnbo_set_isa(int isa);

@@ -1,5 +1,7 @@
 /* AVX-512 (F/BW/VL/DQ) instantiation of the optimizer kernel (VW = 16): masked loads and stores for
  * partial vectors, and an exact register-resident nearest-code search (see v_store_quant). */
+#include <float.h>
+
 #include "optim_internal.h"
 #include "lut256_vbmi.h"
 
@@ -105,15 +107,18 @@ BNBO_INLINE vf v_load_codes(const uint8_t *c, int cnt, const float *code) {
     return _mm512_i32gather_ps(_mm512_cvtepu8_epi32(b), code, 4);
 }
 
-/* Block dequantization with VBMI, 64 codes per step and no gathers (lut256_vbmi.h); the scratch holds
- * whole multiples of 64 floats (blocksize), so full stores stay inside it. */
-__attribute__((noinline)) LUT256_TARGET static void dequant_vbmi(const bnbo_qtab *t, const uint8_t *c, int64_t len,
-                                                                 float am, float *out) {
+/* Tile dequantization with VBMI, 64 codes per step and no gathers (lut256_vbmi.h): out = code * am[block] for
+ * the tlen codes of whole bs-blocks (bs >= 64); the scratch holds whole multiples of 64 floats, so full
+ * stores stay inside it. */
+__attribute__((noinline)) LUT256_TARGET static void dequant_vbmi_tile(const bnbo_qtab *t, const uint8_t *c,
+                                                                      int64_t tlen, int64_t bs, const float *am,
+                                                                      float *out) {
     lut256 L;
     lut256_load(&L, t->planes);
-    const __m512 a = _mm512_set1_ps(am);
-    for (int64_t i = 0; i < len; i += 64) {
-        const int64_t cnt = len - i < 64 ? len - i : 64;
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < tlen; i += 64) {
+        if (i % bs == 0) a = _mm512_set1_ps(am[i / bs]);
+        const int64_t cnt = tlen - i < 64 ? tlen - i : 64;
         const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
         __m512 v[4];
         lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, c + i), v);
@@ -121,17 +126,25 @@ __attribute__((noinline)) LUT256_TARGET static void dequant_vbmi(const bnbo_qtab
     }
 }
 
-/* Block dequantization: out[i] = code[c[i]] * absmax (VBMI when the CPU has it, else gathers). */
+/* Block dequantization with gathers: out[i] = code[c[i]] * absmax. */
 BNBO_INLINE void v_dequant(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t len, float am,
                            float *out) {
-    if (job->vbmi) {
-        dequant_vbmi(t, c, len, am, out);
-        return;
-    }
+    (void)job;
     const vf a = v_set1(am);
     int64_t i = 0;
     for (; i + VW <= len; i += VW) v_store_f32(out + i, v_mul(v_load_codes(c + i, VW, t->code), a), VW);
     if (i < len) v_store_f32(out + i, v_mul(v_load_codes(c + i, (int)(len - i), t->code), a), (int)(len - i));
+}
+
+/* Tile dequantization: VBMI when the CPU has it, else gathers block by block. */
+BNBO_INLINE void v_dequant_tile(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t tlen,
+                                const float *am, float *out) {
+    const int64_t bs = job->blocksize;
+    if (job->vbmi) {
+        dequant_vbmi_tile(t, c, tlen, bs, am, out);
+        return;
+    }
+    for (int64_t o = 0; o < tlen; o += bs) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, am[o / bs], out + o);
 }
 
 /* The 255 midpoints (+inf pad) as a 16 x 16 table in registers: split = mid[16k + 15], col[j][h] = mid[16h + j]. */
@@ -207,7 +220,94 @@ BNBO_INLINE void v_store_quant_lut(uint8_t *c, vf x, int cnt, const vql *q) {
         _mm_mask_storeu_epi8(c, v_mask(cnt), bytes);
 }
 
+/* The octave-table search (octave_lut_vbmi.h), 64 values per step; built only when the CPU has VBMI. */
+BNBO_INLINE __mmask64 v_mask64(int64_t cnt) { return cnt >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1); }
+
+BNBO_INLINE __mmask16 v_lanes16(int64_t cnt, int j) {
+    const int64_t c = cnt - 16 * j;
+    return c >= 16 ? (__mmask16)0xffff : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1u);
+}
+
+/* x[0..3] = the 64 values at vals (cnt of them, zeros after) times inv, clamped to [-1, 1]. */
+LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512 vinv, __m512 x[4]) {
+    const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
+    for (int j = 0; j < 4; j++)
+        x[j] = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(v_lanes16(cnt, j), vals + 16 * j), vinv),
+                                           one), mone);  // fmt: skip
+}
+
+/* codes of the tlen values of a tile of whole bs-blocks, vals * (1 / am[block]) clamped to [-1, 1] (exactly as
+ * k_requant's other searches). Two passes over the tile, bases then codes, so each pass is a loop of
+ * independent steps; the first leaves the scaled values in vals for the second. */
+__attribute__((noinline)) LUT256_TARGET static void requant_oct_tile(const octave_lut *t, float *vals, int64_t tlen,
+                                                                     int64_t bs, const float *am, uint8_t *codes) {
+    __m512 x[4], vinv = _mm512_setzero_ps();
+    for (int64_t i = 0; i < tlen; i += 64) {
+        if (i % bs == 0) { /* a block starts (bs >= 64, a power of two) */
+            const float amax = am[i / bs];
+            float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+            if (inv > FLT_MAX) inv = FLT_MAX;
+            vinv = _mm512_set1_ps(inv);
+        }
+        v_scaled64(vals + i, tlen - i, vinv, x);
+        for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(vals + i + 16 * j, v_lanes16(tlen - i, j), x[j]);
+        _mm512_mask_storeu_epi8(codes + i, v_mask64(tlen - i), octave_lut_base64(t, x));
+    }
+    lut256 L;
+    lut256_load(&L, t->mid_planes);
+    for (int64_t i = 0; i < tlen; i += 64) {
+        for (int j = 0; j < 4; j++) x[j] = _mm512_maskz_loadu_ps(v_lanes16(tlen - i, j), vals + i + 16 * j);
+        const __mmask64 m = v_mask64(tlen - i);
+        _mm512_mask_storeu_epi8(codes + i, m, octave_lut_finish64(&L, _mm512_maskz_loadu_epi8(m, codes + i), x));
+    }
+}
+
+/* The search entry with octave tables: 64-value steps whose values all lie in [-1, 1] use them, others
+ * (out of range, NaN) the bucket table or the register search. */
+__attribute__((noinline)) LUT256_TARGET static void search_oct(const bnbo_qtab *tab, const float *xs, uint8_t *codes,
+                                                               int64_t n) {
+    lut256 L;
+    lut256_load(&L, tab->ol.mid_planes);
+    const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
+    for (int64_t i = 0; i < n; i += 64) {
+        const int64_t cnt = n - i;
+        __m512 x[4];
+        int inside = 1;
+        for (int j = 0; j < 4; j++) {
+            const __mmask16 m = v_lanes16(cnt, j);
+            x[j] = _mm512_maskz_loadu_ps(m, xs + i + 16 * j);
+            const __mmask16 in = _mm512_cmp_ps_mask(x[j], one, _CMP_LE_OQ) & _mm512_cmp_ps_mask(x[j], mone, _CMP_GE_OQ);
+            inside &= (in & m) == m;
+        }
+        if (inside) {
+            _mm512_mask_storeu_epi8(codes + i, v_mask64(cnt), octave_lut_codes64(&tab->ol, &L, x));
+            continue;
+        }
+        for (int j = 0; j < 4 && 16 * j < cnt; j++) {
+            const int c = cnt - 16 * j >= 16 ? 16 : (int)(cnt - 16 * j);
+            if (tab->bl.lut) {
+                const vql ql = v_qprep_lut(tab);
+                v_store_quant_lut(codes + i + 16 * j, x[j], c, &ql);
+            } else {
+                const vq q = v_qprep(tab);
+                v_store_quant(codes + i + 16 * j, x[j], c, &q);
+            }
+        }
+    }
+}
+
+BNBO_INLINE void v_requant_oct_tile(const bnbo_qtab *tab, float *vals, int64_t tlen, int64_t bs, const float *am,
+                                    uint8_t *codes) {
+    requant_oct_tile(&tab->ol, vals, tlen, bs, am, codes);
+}
+
+BNBO_INLINE void v_search_oct(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n) {
+    search_oct(tab, x, codes, n);
+}
+
 #define BNBO_HAS_LUT 1
+#define BNBO_HAS_OCT 1
+#define BNBO_HAS_TILE 1
 #include "optim_kernel.h"
 
 #if defined(__clang__)

@@ -93,7 +93,9 @@ static void build_qtab(bnbo_qtab *t, const float *q, int with_lut) {
         for (int k = 0; k < 4; k++) t->planes[k][i] = (uint8_t)(u >> (8 * k));
     }
     memset(&t->bl, 0, sizeof(t->bl));
-    if (with_lut && bnbo_isa_active() != BNBO_ISA_GENERIC) bucket_lut_build(&t->bl, t->mid);
+    t->ol.ok = 0;
+    if (with_lut && bnbo_isa_active() >= BNBO_ISA_AVX512VBMI) octave_lut_build(&t->ol, t->mid);
+    if (with_lut && !t->ol.ok && bnbo_isa_active() != BNBO_ISA_GENERIC) bucket_lut_build(&t->bl, t->mid);
 }
 
 static int two_state(int opt) {
@@ -177,6 +179,7 @@ typedef struct {
 
 #define BNBO_CHUNK 16384
 #define BNBO_LUT_MIN_WORK 32768
+#define BNBO_TILE 1024 /* 8-bit: blocks are dequantized and requantized this many elements at a time */
 
 int bnbo_nearest_codes(const float *qmap, int64_t n_qmap, const float *x, uint8_t *codes, int64_t n) {
     if (!qmap || n_qmap != BNBO_QMAP_SIZE || n < 0 || (n > 0 && (!x || !codes))) return BNBO_EINVAL;
@@ -187,6 +190,17 @@ int bnbo_nearest_codes(const float *qmap, int64_t n_qmap, const float *x, uint8_
     bucket_lut_free(&tab->bl);
     free(tab);
     return BNBO_OK;
+}
+
+int bnbo_search_kind(const float *qmap, int64_t n_qmap) {
+    if (!qmap || n_qmap != BNBO_QMAP_SIZE) return BNBO_EINVAL;
+    bnbo_qtab *tab = (bnbo_qtab *)aligned_alloc(64, sizeof(bnbo_qtab));
+    if (!tab) return BNBO_ENOMEM;
+    build_qtab(tab, qmap, 1);
+    const int kind = tab->ol.ok ? BNBO_SEARCH_OCTAVE : tab->bl.lut ? BNBO_SEARCH_BUCKET : BNBO_SEARCH_REGISTER;
+    bucket_lut_free(&tab->bl);
+    free(tab);
+    return kind;
 }
 
 int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap1, int64_t n_qmap1,
@@ -220,6 +234,7 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
     job.dtype = dtype;
     job.eight_bit = eight_bit;
     job.blocksize = blocksize;
+    job.tile = blocksize >= BNBO_TILE ? blocksize : BNBO_TILE; /* power-of-two blocks divide BNBO_TILE */
     job.vbmi = bnbo_isa_active() >= BNBO_ISA_AVX512VBMI;
     make_consts(&job.k, h);
 
@@ -263,7 +278,7 @@ int bnbo_step(const bnbo_hparams *h, int dtype, int eight_bit, const float *qmap
     int nt = nthreads < 1 ? 1 : nthreads;
     if (total < BNBO_PARALLEL_MIN_WORK || nchunks < 2) nt = 1;
     if (nt > nchunks) nt = (int)(nchunks ? nchunks : 1);
-    const int64_t scratch_floats = eight_bit ? 3 * blocksize : 0;
+    const int64_t scratch_floats = eight_bit ? 3 * job.tile : 0;
     int failed = 0;
 
     for (int pass = h->max_unorm > 0 ? BNBO_MODE_NORM : BNBO_MODE_APPLY; pass <= BNBO_MODE_APPLY; pass++) {

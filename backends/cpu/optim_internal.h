@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bucket_lut.h"
+#include "octave_lut_vbmi.h"
 #include "optim.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -41,6 +42,7 @@ typedef struct {
     float code[256] BNBO_ALIGN64;
     uint8_t planes[4][256] BNBO_ALIGN64; /* byte k of code[i] (little endian): the VBMI lookup tables */
     bucket_lut bl; /* bucket table of the SIMD search (bucket_lut.h), lut NULL when none */
+    octave_lut ol; /* octave tables of the VBMI search (octave_lut_vbmi.h), ol.ok 0 when none */
 } bnbo_qtab;
 
 /* One parameter as the kernels see it: up to three state streams (in the optimizer's order, see
@@ -61,6 +63,7 @@ typedef struct {
     int nstates;
     int vbmi; /* AVX-512 kernels may use VBMI byte permutes */
     int64_t blocksize;
+    int64_t tile; /* 8-bit: elements per tile, a multiple of blocksize (scratch holds 3 tiles of floats) */
     bnbo_consts k;
     const bnbo_qtab *tab[3];
 } bnbo_job;
@@ -71,7 +74,7 @@ typedef struct {
 #define BNBO_MODE_APPLY 1
 
 /* Elements [lo, hi) of seg (8-bit: lo and hi on block boundaries, or hi == seg->n). scratch holds
- * 3 * blocksize floats for the 8-bit path. */
+ * 3 * job->tile floats for the 8-bit path. */
 typedef void (*bnbo_chunk_fn)(const bnbo_job *job, const bnbo_seg *seg, int64_t lo, int64_t hi, int mode, float lr_s,
                               double *acc, float *scratch);
 typedef void (*bnbo_search_fn)(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n);

@@ -7,7 +7,10 @@
  * v_store_f32, v_load_dt / v_store_dt for the parameter dtype, v_load_codes = code-book lookup), the
  * requantization v_store_quant with its register-resident tables `vq` / v_qprep, and KNAME(name).
  * Optionally (BNBO_HAS_LUT) v_store_quant_lut / v_qprep_lut / `vql`: the bucket-table search, used when
- * the code book has a table (bnbo_qtab.bl); both searches return the same codes.
+ * the code book has a table (bnbo_qtab.bl); both searches return the same codes. Optionally (BNBO_HAS_OCT)
+ * v_requant_oct_tile / v_search_oct: the octave-table search, used when the code book has octave tables
+ * (bnbo_qtab.ol, built only on CPUs with VBMI); it too returns the same codes. Optionally (BNBO_HAS_TILE)
+ * the ISA's own v_dequant_tile; otherwise tiles are dequantized block by block with v_dequant.
  *
  * Every formula follows core/reference/optim.py operation by operation (each torch op rounds to float32;
  * the build disables FMA contraction), so all three instantiations compute identical values. One
@@ -15,6 +18,8 @@
  * u, never a state, may differ from the reference by an ulp).
  */
 #include <float.h>
+
+#define BNBO_PREFETCH_AHEAD 1024 /* elements between the tile being stepped and the one being prefetched */
 
 /* Formula families: optimizers sharing an update direction (weight decay style comes from job->k). */
 #define BNBO_FAM_ADAM 0 /* adam, adamw, lamb */
@@ -109,12 +114,12 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
 }
 
 /* cnt (<= VW) elements at offset i of the block starting at b0 of an 8-bit-state parameter; the block's
- * dequantized states are in scratch (state j at scratch + j * blocksize) and are replaced by the new ones. */
+ * dequantized states are in scratch (state j at scratch + j * job->tile) and are replaced by the new ones. */
 BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *job, const bnbo_consts *k,
                                  const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, int mode,
                                  float lr_s, float *scratch, vsq *au, vsq *ap, vf *mx) {
     const int ns = BNBO_FAM_NSTATES(fam);
-    const int64_t bs = job->blocksize;
+    const int64_t bs = job->tile;
     vf s[3];
     for (int j = 0; j < 3; j++) s[j] = j < ns ? v_load_f32(scratch + j * bs + i, cnt) : v_set1(0.0f);
     vf p = v_load_dt(dt, sg->p, b0 + i, cnt);
@@ -162,32 +167,76 @@ BNBO_INLINE void KNAME(k_requant)(const bnbo_qtab *tab, const float *vals, int64
     }
 }
 
+#ifndef BNBO_HAS_TILE
+/* Dequantize the tlen codes of a tile of whole blocks (the last may be partial): out = code * absmax[block]. */
+BNBO_INLINE void v_dequant_tile(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t tlen,
+                                const float *am, float *out) {
+    const int64_t bs = job->blocksize;
+    for (int64_t o = 0; o < tlen; o += bs) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, am[o / bs], out + o);
+}
+#endif
+
+/* Requantize the tlen values of a tile of whole blocks with their new absmax am[block]. */
+BNBO_INLINE void KNAME(k_requant_tile)(const bnbo_job *job, const bnbo_qtab *tab, float *vals, int64_t tlen,
+                                       const float *am, uint8_t *codes) {
+    const int64_t bs = job->blocksize;
+#ifdef BNBO_HAS_OCT
+    if (tab->ol.ok) {
+        v_requant_oct_tile(tab, vals, tlen, bs, am, codes);
+        return;
+    }
+#endif
+    for (int64_t o = 0; o < tlen; o += bs)
+        KNAME(k_requant)(tab, vals + o, tlen - o < bs ? tlen - o : bs, am[o / bs], codes + o);
+}
+
+/* Prefetch for the VW elements at i + BNBO_PREFETCH_AHEAD, one cache line of each stream per 64 bytes of it
+ * (spread over the loop: DRAM latency is not hidden by the hardware prefetchers alone across the 5 streams
+ * of a step, and bursts of prefetches stall). Prefetches never fault; the end check keeps them useful. */
+BNBO_INLINE void KNAME(k_prefetch)(const int ns, const int dt, const bnbo_seg *sg, int64_t i) {
+    i += BNBO_PREFETCH_AHEAD;
+    if (i >= sg->n) return;
+    const int64_t esz = dt == BNBO_F32 ? 4 : 2;
+    if (((i * esz) & 63) < VW * esz) {
+        __builtin_prefetch((const char *)sg->p + i * esz, 1);
+        __builtin_prefetch((const char *)sg->g + i * esz, 0);
+    }
+    if ((i & 63) < VW)
+        for (int j = 0; j < ns; j++) __builtin_prefetch(sg->c[j] + i, 1);
+}
+
+/* Elements [lo, hi) in tiles of job->tile elements (whole blocks): dequantize the tile's states, update
+ * block by block (each block's new absmax), requantize the tile. */
 BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
                                  int64_t hi, int mode, float lr_s, double *acc, float *scratch) {
     const int ns = BNBO_FAM_NSTATES(fam);
-    const int64_t bs = job->blocksize;
+    const int64_t bs = job->blocksize, tile = job->tile;
     const bnbo_consts k = job->k;
-    for (int64_t b0 = lo; b0 < hi; b0 += bs) {
-        const int64_t len = hi - b0 < bs ? hi - b0 : bs;
-        const int64_t blk = b0 / bs;
-        for (int j = 0; j < ns; j++) v_dequant(job, job->tab[j], sg->c[j] + b0, len, sg->am[j][blk], scratch + j * bs);
-        vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
-        vsq au = v_sq_zero(), ap = v_sq_zero();
-        int64_t i = 0;
-        for (; i + VW <= len; i += VW)
-            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch, &au, &ap, mx);
-        if (i < len)
-            KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), mode, lr_s, scratch, &au, &ap, mx);
-        if (mode == BNBO_MODE_NORM) {
-            acc[0] += v_sq_sum(au);
-            acc[1] += v_sq_sum(ap);
-            continue;
+    for (int64_t t0 = lo; t0 < hi; t0 += tile) {
+        const int64_t tlen = hi - t0 < tile ? hi - t0 : tile;
+        for (int j = 0; j < ns; j++)
+            v_dequant_tile(job, job->tab[j], sg->c[j] + t0, tlen, sg->am[j] + t0 / bs, scratch + j * tile);
+        for (int64_t o = 0; o < tlen; o += bs) {
+            const int64_t b0 = t0 + o, len = tlen - o < bs ? tlen - o : bs;
+            vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
+            vsq au = v_sq_zero(), ap = v_sq_zero();
+            int64_t i = 0;
+            for (; i + VW <= len; i += VW) {
+                KNAME(k_prefetch)(ns, dt, sg, b0 + i);
+                KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch + o, &au, &ap, mx);
+            }
+            if (i < len)
+                KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), mode, lr_s, scratch + o, &au, &ap, mx);
+            if (mode == BNBO_MODE_NORM) {
+                acc[0] += v_sq_sum(au);
+                acc[1] += v_sq_sum(ap);
+                continue;
+            }
+            for (int j = 0; j < ns; j++) sg->am[j][b0 / bs] = v_hmax(mx[j]);
         }
-        for (int j = 0; j < ns; j++) {
-            const float amax = v_hmax(mx[j]);
-            sg->am[j][blk] = amax;
-            KNAME(k_requant)(job->tab[j], scratch + j * bs, len, amax, sg->c[j] + b0);
-        }
+        if (mode == BNBO_MODE_APPLY)
+            for (int j = 0; j < ns; j++)
+                KNAME(k_requant_tile)(job, job->tab[j], scratch + j * tile, tlen, sg->am[j] + t0 / bs, sg->c[j] + t0);
     }
 }
 
@@ -236,6 +285,12 @@ void KNAME(bnbo_chunk)(const bnbo_job *job, const bnbo_seg *seg, int64_t lo, int
 
 void KNAME(bnbo_search)(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n) {
     int64_t i = 0;
+#ifdef BNBO_HAS_OCT
+    if (tab->ol.ok) {
+        v_search_oct(tab, x, codes, n);
+        return;
+    }
+#endif
 #ifdef BNBO_HAS_LUT
     if (tab->bl.lut) {
         const vql ql = v_qprep_lut(tab);
