@@ -228,12 +228,40 @@ BNBO_INLINE __mmask16 v_lanes16(int64_t cnt, int j) {
     return c >= 16 ? (__mmask16)0xffff : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1u);
 }
 
-/* x[0..3] = the 64 values at vals (cnt of them, zeros after) times inv, clamped to [-1, 1]. */
+/* x[0..3] = the 64 values at vals (cnt of them, zeros after) times vinv, clamped to [-1, 1]. */
 LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512 vinv, __m512 x[4]) {
     const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
-    for (int j = 0; j < 4; j++)
-        x[j] = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(v_lanes16(cnt, j), vals + 16 * j), vinv),
-                                           one), mone);  // fmt: skip
+    for (int j = 0; j < 4; j++) {
+        const __m512 v = cnt >= 64 ? _mm512_loadu_ps(vals + 16 * j) : _mm512_maskz_loadu_ps(v_lanes16(cnt, j), vals + 16 * j);
+        x[j] = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, vinv), one), mone);
+    }
+}
+
+/* Phase 1 of requant_oct_tile for 64 values at i (cnt valid): scaled values back to vals, bases to codes. */
+LUT256_TARGET BNBO_INLINE void v_oct_bases64(const octave_lut *t, float *vals, int64_t cnt, __m512 vinv,
+                                             uint8_t *codes) {
+    __m512 x[4];
+    v_scaled64(vals, cnt, vinv, x);
+    if (cnt >= 64) {
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + 16 * j, x[j]);
+        _mm512_storeu_si512((void *)codes, octave_lut_base64(t, x));
+        return;
+    }
+    for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(vals + 16 * j, v_lanes16(cnt, j), x[j]);
+    _mm512_mask_storeu_epi8(codes, v_mask64(cnt), octave_lut_base64(t, x));
+}
+
+/* Phase 2 of requant_oct_tile for 64 values (cnt valid): codes = base + (mid[base] < x). */
+LUT256_TARGET BNBO_INLINE void v_oct_codes64(const lut256 *L, const float *vals, int64_t cnt, uint8_t *codes) {
+    __m512 x[4];
+    if (cnt >= 64) {
+        for (int j = 0; j < 4; j++) x[j] = _mm512_loadu_ps(vals + 16 * j);
+        _mm512_storeu_si512((void *)codes, octave_lut_finish64(L, _mm512_loadu_si512((const void *)codes), x));
+        return;
+    }
+    for (int j = 0; j < 4; j++) x[j] = _mm512_maskz_loadu_ps(v_lanes16(cnt, j), vals + 16 * j);
+    const __mmask64 m = v_mask64(cnt);
+    _mm512_mask_storeu_epi8(codes, m, octave_lut_finish64(L, _mm512_maskz_loadu_epi8(m, codes), x));
 }
 
 /* codes of the tlen values of a tile of whole bs-blocks, vals * (1 / am[block]) clamped to [-1, 1] (exactly as
@@ -241,25 +269,17 @@ LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512
  * independent steps; the first leaves the scaled values in vals for the second. */
 __attribute__((noinline)) LUT256_TARGET static void requant_oct_tile(const octave_lut *t, float *vals, int64_t tlen,
                                                                      int64_t bs, const float *am, uint8_t *codes) {
-    __m512 x[4], vinv = _mm512_setzero_ps();
-    for (int64_t i = 0; i < tlen; i += 64) {
-        if (i % bs == 0) { /* a block starts (bs >= 64, a power of two) */
-            const float amax = am[i / bs];
-            float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
-            if (inv > FLT_MAX) inv = FLT_MAX;
-            vinv = _mm512_set1_ps(inv);
-        }
-        v_scaled64(vals + i, tlen - i, vinv, x);
-        for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(vals + i + 16 * j, v_lanes16(tlen - i, j), x[j]);
-        _mm512_mask_storeu_epi8(codes + i, v_mask64(tlen - i), octave_lut_base64(t, x));
+    for (int64_t b = 0; b < tlen; b += bs) { /* bs >= 64, a power of two: 64-value steps stay in one block */
+        const float amax = am[b / bs];
+        float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+        if (inv > FLT_MAX) inv = FLT_MAX;
+        const __m512 vinv = _mm512_set1_ps(inv);
+        const int64_t e = tlen - b < bs ? tlen : b + bs;
+        for (int64_t i = b; i < e; i += 64) v_oct_bases64(t, vals + i, e - i, vinv, codes + i);
     }
     lut256 L;
     lut256_load(&L, t->mid_planes);
-    for (int64_t i = 0; i < tlen; i += 64) {
-        for (int j = 0; j < 4; j++) x[j] = _mm512_maskz_loadu_ps(v_lanes16(tlen - i, j), vals + i + 16 * j);
-        const __mmask64 m = v_mask64(tlen - i);
-        _mm512_mask_storeu_epi8(codes + i, m, octave_lut_finish64(&L, _mm512_maskz_loadu_epi8(m, codes + i), x));
-    }
+    for (int64_t i = 0; i < tlen; i += 64) v_oct_codes64(&L, vals + i, tlen - i, codes + i);
 }
 
 /* The search entry with octave tables: 64-value steps whose values all lie in [-1, 1] use them, others

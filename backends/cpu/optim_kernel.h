@@ -95,6 +95,20 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     v_store_dt(dt, sg->p, i, p, cnt);
 }
 
+/* Prefetch for the VW elements at i + BNBO_PREFETCH_AHEAD of a 32-bit-state parameter, one line of each
+ * stream per 64 bytes of it (see k_prefetch). */
+BNBO_INLINE void KNAME(k_prefetch32)(const int ns, const int dt, const bnbo_seg *sg, int64_t i) {
+    i += BNBO_PREFETCH_AHEAD;
+    if (i >= sg->n) return;
+    const int64_t esz = dt == BNBO_F32 ? 4 : 2;
+    if (((i * esz) & 63) < VW * esz) {
+        __builtin_prefetch((const char *)sg->p + i * esz, 1);
+        __builtin_prefetch((const char *)sg->g + i * esz, 0);
+    }
+    if (((i * 4) & 63) < VW * 4)
+        for (int j = 0; j < ns; j++) __builtin_prefetch(sg->f[j] + i, 1);
+}
+
 #define BNBO_NORM_FLUSH 1024 /* lane sums added to the chunk totals every this many elements */
 
 BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
@@ -104,7 +118,10 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
         const int64_t e = hi - b < BNBO_NORM_FLUSH ? hi : b + BNBO_NORM_FLUSH;
         vsq au = v_sq_zero(), ap = v_sq_zero();
         int64_t i = b;
-        for (; i + VW <= e; i += VW) KNAME(k_elems32)(fam, dt, &k, sg, i, VW, mode, lr_s, &au, &ap);
+        for (; i + VW <= e; i += VW) {
+            KNAME(k_prefetch32)(BNBO_FAM_NSTATES(fam), dt, sg, i);
+            KNAME(k_elems32)(fam, dt, &k, sg, i, VW, mode, lr_s, &au, &ap);
+        }
         if (i < e) KNAME(k_elems32)(fam, dt, &k, sg, i, (int)(e - i), mode, lr_s, &au, &ap);
         if (mode == BNBO_MODE_NORM) {
             acc[0] += v_sq_sum(au);
