@@ -164,6 +164,7 @@ def register_kernel(
         chain.append(kernel)
         chain.sort(key=lambda k: -k.priority)
         _kernels[(op, device_type)] = chain
+        _chains.clear()
         return func
 
     return decorate(fn) if fn is not None else decorate
@@ -174,6 +175,7 @@ def unregister_backend(name: str) -> None:
     _backends.pop(name, None)
     for key, chain in list(_kernels.items()):
         _kernels[key] = [k for k in chain if k.backend != name]
+    _chains.clear()
 
 
 def backends() -> dict[str, Backend]:
@@ -181,10 +183,21 @@ def backends() -> dict[str, Backend]:
     return dict(_backends)
 
 
+_chains: dict[tuple[str, str], tuple[Kernel, ...]] = {}
+"""kernels() results, rebuilt after each registration change (dispatch asks on every call)."""
+
+
 def kernels(op: str, device_type: str) -> list[Kernel]:
     """The kernels for ``op`` on ``device_type`` by descending priority, the reference last."""
-    chain = list(_kernels.get((op, device_type), []))
-    chain += [k for k in _kernels.get((op, ANY_DEVICE), []) if k not in chain]
+    return list(_chain(op, device_type))
+
+
+def _chain(op: str, device_type: str) -> tuple[Kernel, ...]:
+    chain = _chains.get((op, device_type))
+    if chain is None:
+        own = _kernels.get((op, device_type), [])
+        chain = (*own, *[k for k in _kernels.get((op, ANY_DEVICE), []) if k not in own])
+        _chains[(op, device_type)] = chain
     return chain
 
 
@@ -213,7 +226,7 @@ def _verdicts(op: str, device_type: str, call: dict[str, Any]) -> Iterator[tuple
             f"forced backend {forced!r} (BNB_API_BACKEND or use_backend) is not registered; "
             f"registered: {sorted(_backends)}"
         )
-    for kernel in kernels(op, device_type):
+    for kernel in _chain(op, device_type):
         if kernel.backend == REFERENCE:
             yield kernel, None
             continue

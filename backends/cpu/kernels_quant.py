@@ -62,11 +62,16 @@ def cpu_features() -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+_DTYPE_CODES: dict[torch.dtype, int] = {}
+
+
 def _dtype_code(lib, dtype: torch.dtype, op: str, name: str) -> int:
-    codes = {torch.float32: lib.BNBQ_F32, torch.float16: lib.BNBQ_F16, torch.bfloat16: lib.BNBQ_BF16}
-    if dtype not in codes:
+    if not _DTYPE_CODES:
+        _DTYPE_CODES.update({torch.float32: lib.BNBQ_F32, torch.float16: lib.BNBQ_F16, torch.bfloat16: lib.BNBQ_BF16})
+    code = _DTYPE_CODES.get(dtype)
+    if code is None:
         raise BnbValueError(f"{op}: {name}.dtype={dtype} is not supported by the cpu kernels; expected float32/16/bf16")
-    return codes[dtype]
+    return code
 
 
 def _ptr(ffi, t: torch.Tensor | None, ctype: str = "void *"):
@@ -75,6 +80,11 @@ def _ptr(ffi, t: torch.Tensor | None, ctype: str = "void *"):
 
 def _need(op: str, name: str, t: torch.Tensor, dtypes: tuple[torch.dtype, ...], numel: int | None = None) -> None:
     """``t`` is a contiguous cpu tensor of one of ``dtypes`` (and ``numel`` elements when given)."""
+    if (
+        isinstance(t, torch.Tensor) and t.is_cpu and t.dtype in dtypes and t.is_contiguous()
+        and (numel is None or t.numel() == numel)
+    ):  # fmt: skip
+        return  # the common case, checked in one go (every batch-1 decoding call passes here)
     if not isinstance(t, torch.Tensor):
         raise BnbValueError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
@@ -143,9 +153,7 @@ def _blocksize_reason(blocksize: int, minimum: int) -> str | None:
 
 def _on_cpu(**tensors: torch.Tensor | None) -> bool | str:
     for name, t in tensors.items():
-        if t is None:
-            continue
-        if t.device.type != "cpu":
+        if t is not None and not t.is_cpu:
             return f"{name} is on {t.device}"
     return True
 
