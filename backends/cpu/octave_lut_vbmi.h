@@ -7,7 +7,7 @@
  * equal buckets, m (0..7) the fewest that leave at most one midpoint in each bucket; smaller magnitudes
  * fold into the lowest octave, which must hold no midpoint. m <= 7 lets the bucket come from the top 16
  * bits of x alone (sign, exponent, 7 mantissa bits), so it is computed on 32 word lanes at a time. Tables:
- *   oct[s][E & 63] = first | shift << 12 for sign s (0: negative, 1: positive), exponent E in 96..127:
+ *   oct[32 s + E - 96] = first | shift << 12 for sign s (0: negative, 1: positive), exponent E in 96..127:
  *     bucket = first + (position7 >> shift), below 512 (position7: the top 7 position bits);
  *   base[bucket] = number of midpoints below the bucket's first key.
  * code = base + (mid[base] < x): mid[base] is the one midpoint that can lie inside the bucket (+inf pad at
@@ -15,7 +15,7 @@
  * the other searches. No table (ok = 0) when a midpoint is below 2^-30 in magnitude, the midpoints are not
  * ascending, or more than 512 buckets would be needed.
  *
- * The 64 lanes: top words gathered by word permutes, octave tables by 64-entry word permutes, bucket bytes
+ * The 64 lanes: top words gathered by word permutes, the octave table by 64-entry word permutes, bucket bytes
  * packed with byte permutes, base by four 128-entry byte permutes, mid[base] by lut256_vbmi.h.
  */
 #ifndef BNB_API_CPU_OCTAVE_LUT_VBMI_H
@@ -31,7 +31,7 @@
 #define OCTAVE_LUT_BUCKETS 512
 
 typedef struct {
-    uint16_t oct[2][64] __attribute__((aligned(64)));
+    uint16_t oct[64] __attribute__((aligned(64)));
     uint8_t base[OCTAVE_LUT_BUCKETS] __attribute__((aligned(64)));
     uint8_t mid_planes[4][256] __attribute__((aligned(64))); /* byte k of mid[i], lut256 layout */
     int ok;
@@ -65,9 +65,7 @@ static inline void octave_lut_build(octave_lut *t, const float *mid) {
                 if (!clash) break;
             }
             if (m > 7 || nb + (1u << m) > OCTAVE_LUT_BUCKETS) return;
-            t->oct[s][e & 63] = (uint16_t)(nb | (uint32_t)(7 - m) << 12);
-            if (e == OCTAVE_LUT_E0) /* entries of exponents 64..95: never read (those fold into 96) */
-                for (int f = 0; f < 32; f++) t->oct[s][f] = t->oct[s][e & 63];
+            t->oct[32 * s + e - OCTAVE_LUT_E0] = (uint16_t)(nb | (uint32_t)(7 - m) << 12);
             int below = a; /* midpoints below each bucket's first key */
             for (uint32_t b = 0; b < (1u << m); b++) {
                 const uint32_t start = o << 23 | b << (23 - m);
@@ -90,23 +88,20 @@ static inline void octave_lut_build(octave_lut *t, const float *mid) {
 
 /* Global buckets (low 9 bits of 32 word lanes) of 32 values in [-1, 1], given their top 16 bits hw.
  * Magnitudes below 2^-31 (zeros, -0 included) become +-2^-31 first, which lies in the same bucket (no
- * midpoint is that small); then hw >> 7 = sign and exponent 96..127, whose low 6 bits index the sign's
- * octave table. */
+ * midpoint is that small); then hw >> 7 = sign and exponent 96..127, whose low 5 bits (E - 96) with bit 5
+ * set for positive values index the octave table. */
 LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bucket32(const octave_lut *t,
                                                                                        __m512i hw) {
     /* as int16, positive values order by magnitude and negative ones against it: max with +-2^-31 raises both */
     hw = _mm512_max_epi16(hw, _mm512_ternarylogic_epi32(hw, _mm512_set1_epi16((short)0x8000),
                                                         _mm512_set1_epi16(OCTAVE_LUT_E0 << 7), 0xea));
-    const __mmask32 neg = _mm512_movepi16_mask(hw);
-    const __m512i oct = _mm512_srli_epi16(hw, 7);
-    const __m512i ent = _mm512_mask_blend_epi16(
-        neg,
-        _mm512_permutex2var_epi16(_mm512_load_si512((const void *)t->oct[1]), oct,
-                                  _mm512_load_si512((const void *)(t->oct[1] + 32))),
-        _mm512_permutex2var_epi16(_mm512_load_si512((const void *)t->oct[0]), oct,
-                                  _mm512_load_si512((const void *)(t->oct[0] + 32))));
+    const __m512i neg = _mm512_srai_epi16(hw, 15); /* all ones in negative lanes */
+    /* (hw >> 7) & 63 = E & 63 = 32 + E - 96: bit 5 flipped for negative values (A ^ (B & C)) */
+    const __m512i oct = _mm512_ternarylogic_epi32(_mm512_srli_epi16(hw, 7), neg, _mm512_set1_epi16(32), 0x78);
+    const __m512i ent = _mm512_permutex2var_epi16(_mm512_load_si512((const void *)t->oct), oct,
+                                                  _mm512_load_si512((const void *)(t->oct + 32)));
     /* top 7 position bits in key order: the mantissa's, inverted for negative values */
-    const __m512i position = _mm512_ternarylogic_epi32(hw, _mm512_srai_epi16(hw, 15), _mm512_set1_epi16(0x7f), 0x28);
+    const __m512i position = _mm512_ternarylogic_epi32(hw, neg, _mm512_set1_epi16(0x7f), 0x28);
     return _mm512_add_epi16(_mm512_srlv_epi16(position, _mm512_srli_epi16(ent, 12)),
                             _mm512_and_si512(ent, _mm512_set1_epi16(0x1ff)));
 }
