@@ -95,18 +95,21 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     v_store_dt(dt, sg->p, i, p, cnt);
 }
 
-/* Prefetch for the VW elements at i + BNBO_PREFETCH_AHEAD of a 32-bit-state parameter, one line of each
- * stream per 64 bytes of it (see k_prefetch). */
-BNBO_INLINE void KNAME(k_prefetch32)(const int ns, const int dt, const bnbo_seg *sg, int64_t i) {
+/* Prefetch for the VW elements at i + BNBO_PREFETCH_AHEAD, one cache line of each stream (parameter,
+ * gradient, states: codes when eight_bit, else floats) per 64 bytes of it, spread over the loop: DRAM latency is
+ * not hidden by the hardware prefetchers alone across the 5 streams of a step, and bursts of prefetches stall.
+ * Prefetches never fault; the end check keeps them useful. */
+BNBO_INLINE void KNAME(k_prefetch)(const int ns, const int dt, const int eight_bit, const bnbo_seg *sg, int64_t i) {
     i += BNBO_PREFETCH_AHEAD;
     if (i >= sg->n) return;
-    const int64_t esz = dt == BNBO_F32 ? 4 : 2;
+    const int64_t esz = dt == BNBO_F32 ? 4 : 2, ssz = eight_bit ? 1 : 4;
     if (((i * esz) & 63) < VW * esz) {
         __builtin_prefetch((const char *)sg->p + i * esz, 1);
         __builtin_prefetch((const char *)sg->g + i * esz, 0);
     }
-    if (((i * 4) & 63) < VW * 4)
-        for (int j = 0; j < ns; j++) __builtin_prefetch(sg->f[j] + i, 1);
+    if (((i * ssz) & 63) < VW * ssz)
+        for (int j = 0; j < ns; j++)
+            __builtin_prefetch(eight_bit ? (const void *)(sg->c[j] + i) : (const void *)(sg->f[j] + i), 1);
 }
 
 #define BNBO_NORM_FLUSH 1024 /* lane sums added to the chunk totals every this many elements */
@@ -119,7 +122,7 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
         vsq au = v_sq_zero(), ap = v_sq_zero();
         int64_t i = b;
         for (; i + VW <= e; i += VW) {
-            KNAME(k_prefetch32)(BNBO_FAM_NSTATES(fam), dt, sg, i);
+            KNAME(k_prefetch)(BNBO_FAM_NSTATES(fam), dt, 0, sg, i);
             KNAME(k_elems32)(fam, dt, &k, sg, i, VW, mode, lr_s, &au, &ap);
         }
         if (i < e) KNAME(k_elems32)(fam, dt, &k, sg, i, (int)(e - i), mode, lr_s, &au, &ap);
@@ -207,21 +210,6 @@ BNBO_INLINE void KNAME(k_requant_tile)(const bnbo_job *job, const bnbo_qtab *tab
         KNAME(k_requant)(tab, vals + o, tlen - o < bs ? tlen - o : bs, am[o / bs], codes + o);
 }
 
-/* Prefetch for the VW elements at i + BNBO_PREFETCH_AHEAD, one cache line of each stream per 64 bytes of it
- * (spread over the loop: DRAM latency is not hidden by the hardware prefetchers alone across the 5 streams
- * of a step, and bursts of prefetches stall). Prefetches never fault; the end check keeps them useful. */
-BNBO_INLINE void KNAME(k_prefetch)(const int ns, const int dt, const bnbo_seg *sg, int64_t i) {
-    i += BNBO_PREFETCH_AHEAD;
-    if (i >= sg->n) return;
-    const int64_t esz = dt == BNBO_F32 ? 4 : 2;
-    if (((i * esz) & 63) < VW * esz) {
-        __builtin_prefetch((const char *)sg->p + i * esz, 1);
-        __builtin_prefetch((const char *)sg->g + i * esz, 0);
-    }
-    if ((i & 63) < VW)
-        for (int j = 0; j < ns; j++) __builtin_prefetch(sg->c[j] + i, 1);
-}
-
 /* Elements [lo, hi) in tiles of job->tile elements (whole blocks): dequantize the tile's states, update
  * block by block (each block's new absmax), requantize the tile. */
 BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
@@ -239,7 +227,7 @@ BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *jo
             vsq au = v_sq_zero(), ap = v_sq_zero();
             int64_t i = 0;
             for (; i + VW <= len; i += VW) {
-                KNAME(k_prefetch)(ns, dt, sg, b0 + i);
+                KNAME(k_prefetch)(ns, dt, 1, sg, b0 + i);
                 KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch + o, &au, &ap, mx);
             }
             if (i < len)
