@@ -1,5 +1,7 @@
 /* AVX-512 (F/BW/VL/DQ) instantiation of the optimizer kernel (VW = 16): masked loads and stores for
- * partial vectors, and an exact register-resident nearest-code search (see v_store_quant). */
+ * partial vectors, and three exact nearest-code searches returning the same codes: over registers
+ * (v_store_quant), by bucket table and gathers (v_store_quant_lut), and, on CPUs with VBMI, by octave tables
+ * and byte permutes, 64 values per step (requant_oct_tile, octave_lut_vbmi.h). */
 #include <float.h>
 
 #include "optim_internal.h"
@@ -232,7 +234,8 @@ BNBO_INLINE __mmask16 v_lanes16(int64_t cnt, int j) {
 LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512 vinv, __m512 x[4]) {
     const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
     for (int j = 0; j < 4; j++) {
-        const __m512 v = cnt >= 64 ? _mm512_loadu_ps(vals + 16 * j) : _mm512_maskz_loadu_ps(v_lanes16(cnt, j), vals + 16 * j);
+        const float *p = vals + 16 * j;
+        const __m512 v = cnt >= 64 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(v_lanes16(cnt, j), p);
         x[j] = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, vinv), one), mone);
     }
 }
