@@ -103,6 +103,26 @@ def test_blockwise_large_call_bucket_table_ties(isa, signed):
         assert torch.equal(q, q_ref), f"codes differ at {(q != q_ref).nonzero()[:5].tolist()} [{isa}]"
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_blockwise_large_call_any_book_exact(isa, dtype):
+    """Calls of >= 64K elements with code books the octave search (CPUs with VBMI) and the bucket table serve:
+    codes on powers of two (midpoints near octave edges), codes past +-1, a zero midpoint (no octave table);
+    odd lengths, partial last blocks and blocksizes below and above 64 values per step."""
+    sixth = 2.0 ** -(torch.arange(129.0) / 6)
+    beyond = 1 + 0.05 * torch.arange(1.0, 29.0)
+    books = [torch.sort(torch.cat([-sixth[:127], sixth[:129]])).values,
+             torch.sort(torch.cat([torch.linspace(-0.9, 0.95, 200), beyond, -beyond])).values,
+             torch.sort(torch.cat([-sixth[:128], sixth[:128]])).values]  # fmt: skip
+    A = _data((70001,), dtype, seed=11, scale=0.3)
+    A[5:2000:3] = torch.tensor(2.0) ** -torch.arange(1.0, 666.0).remainder(40).to(dtype)  # octave edges
+    for code in books:
+        for blocksize in (32, 256, 2048):
+            q, absmax = kq.quantize_blockwise_cpu(A, code, blocksize)
+            q_ref, absmax_ref = ref_bw.quantize_blockwise(A, code, blocksize)
+            assert torch.equal(absmax, absmax_ref)
+            assert torch.equal(q, q_ref), f"codes differ at {(q != q_ref).nonzero()[:5].tolist()} [{isa}, {dtype}]"
+
+
 def test_blockwise_zero_block_and_one_element(isa):
     A = torch.zeros(300)
     A[200:] = torch.randn(100)

@@ -13,8 +13,10 @@
 #include "quant_internal.h"
 #include "bucket_lut.h"
 #include "lut256_vbmi.h"
+#include "octave_lut_vbmi.h"
 
 #define DQ8_GROUP_ELEMS 16384 /* dequantize_blockwise: elements per scheduling unit of the VBMI path */
+#define Q8_PREFETCH 2048 /* quantize_blockwise, octave path: elements read ahead by software prefetch */
 #define Q8_LUT_MIN_ELEMS 65536 /* quantize_blockwise: from this size the bucket table (built per call) pays */
 #define SEARCH_TABLE_LEN 256 /* floats of the AVX-512 search tables (see search_tables) */
 
@@ -156,6 +158,39 @@ TGT_AVX512 static void dq8_block_avx512(const uint8_t *A, int64_t s, int64_t len
     }
 }
 
+/* Blocks [b_begin, b_end) with the octave search (octave_lut_vbmi.h, CPUs with VBMI): each block's absmax,
+ * then its codes 64 at a time, no gathers; the same codes as q8_block_avx512. */
+LUT256_TARGET static void q8_blocks_vbmi(const void *A, int dtype, int64_t n, int64_t blocksize, int64_t b_begin,
+                                        int64_t b_end, const octave_lut *t, uint8_t *out, float *absmax) {
+    lut256 L;
+    lut256_load(&L, t->mid_planes);
+    const __m512 one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-1.0f);
+    const int64_t esz = bnbq_dtype_size(dtype);
+    for (int64_t b = b_begin; b < b_end; b++) {
+        const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
+        __m512 vmax = _mm512_setzero_ps();
+        for (int64_t i = 0; i < len; i += 16) {
+            if (((s + i + Q8_PREFETCH) * esz & 63) < 16 * esz && s + i + Q8_PREFETCH < n)
+                _mm_prefetch((const char *)A + (s + i + Q8_PREFETCH) * esz, _MM_HINT_T0);
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(bnbq_load16(A, dtype, s + i, bnbq_mask16(len - i))));
+        }
+        const float amax = _mm512_reduce_max_ps(vmax);
+        absmax[b] = amax;
+        const __m512 inv = _mm512_set1_ps(bnbq_inv_absmax(amax));
+        for (int64_t i = 0; i < len; i += 64) {
+            const int64_t cnt = bnbq_min64(64, len - i);
+            __m512 x[4];
+            for (int j = 0; j < 4; j++) {
+                const __mmask16 m = cnt > 16 * j ? bnbq_mask16(cnt - 16 * j) : 0;
+                const __m512 v = _mm512_mul_ps(bnbq_load16(A, dtype, s + i + 16 * j, m), inv);
+                x[j] = _mm512_min_ps(_mm512_max_ps(v, neg), one);
+            }
+            const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
+            _mm512_mask_storeu_epi8(out + s + i, m, octave_lut_codes64(t, &L, x));
+        }
+    }
+}
+
 /* Blocks [b_begin, b_end) with the VBMI table lookup (lut256_vbmi.h): 64 codes per step, no gathers. */
 LUT256_TARGET static void dq8_blocks_vbmi(const uint8_t *A, int64_t n, int64_t blocksize, int64_t b_begin,
                                          int64_t b_end, const float *absmax, const uint8_t planes[4][256],
@@ -202,13 +237,25 @@ int bnbq_quantize_blockwise(const void *A, int dtype, int64_t n, const float *co
     const int isa = bnbq_isa_level();
     bucket_lut lut;
     memset(&lut, 0, sizeof(lut));
+    const int team = bnbq_team(nthreads, n);
 #if BNBQ_X86
     search_tables(mid, tables);
+    if (isa == BNBQ_ISA_AVX512 && n >= Q8_LUT_MIN_ELEMS && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
+        octave_lut ol;
+        octave_lut_build(&ol, mid);
+        if (ol.ok) {
+            const int64_t per = bnbq_max64(1, DQ8_GROUP_ELEMS / blocksize), groups = (absmax_len + per - 1) / per;
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+            for (int64_t gi = 0; gi < groups; gi++)
+                q8_blocks_vbmi(A, dtype, n, blocksize, gi * per, bnbq_min64(absmax_len, (gi + 1) * per), &ol, out,
+                               absmax);
+            return BNBQ_OK;
+        }
+    }
     if (isa == BNBQ_ISA_AVX512 && n >= Q8_LUT_MIN_ELEMS) bucket_lut_build(&lut, mid);
 #else
     (void)tables;
 #endif
-    const int team = bnbq_team(nthreads, n);
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
     for (int64_t b = 0; b < absmax_len; b++) {
         const int64_t s = b * blocksize, len = bnbq_min64(blocksize, n - s);
