@@ -75,37 +75,45 @@ static inline void gemv_pf_step(gemv_pf *p, int R) {
         if (p->next < p->end) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
 }
 
-/* Nested scales of blocks [g0, g0 + count) into dst: the 8-bit codes looked up 64 at a time (VBMI), times
- * their nested absmax, plus the offset, as block_absmax computes them (multiply, then add). */
+/* Nested scales of blocks [g0, g0 + count) into dst: the 8-bit codes looked up 64 at a time (VBMI, the last
+ * step masked), times their nested absmax, plus the offset, as block_absmax computes them (multiply, then
+ * add). Reads no code or nested absmax past block g0 + count. */
 LUT256_TARGET static void gemv_decode_nested_vbmi(const absmax_src *am, int64_t g0, int64_t count, float *dst) {
     lut256 L;
     lut256_load(&L, am->nested_planes);
     const __m512 off = _mm512_set1_ps(am->offset);
     const int sh = am->nested_shift;
-    int64_t i = 0;
-    for (; i + 64 <= count; i += 64) {
+    for (int64_t i = 0; i < count; i += 64) {
+        const int64_t cnt = bnbq_min64(64, count - i);
+        const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
         __m512 v[4];
-        lut256_lookup64(&L, _mm512_loadu_si512((const void *)(am->absmax_q + g0 + i)), v);
-        for (int j = 0; j < 4; j++) {
-            const int64_t g = g0 + i + 16 * j;
+        lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, am->absmax_q + g0 + i), v);
+        for (int j = 0; j < 4 && 16 * j < cnt; j++) {
+            const int64_t g = g0 + i + 16 * j, lanes = bnbq_min64(16, cnt - 16 * j);
             __m512 na;
-            if ((g >> sh) == ((g + 15) >> sh)) {
+            if ((g >> sh) == ((g + lanes - 1) >> sh)) {
                 na = _mm512_set1_ps(am->nested_absmax[g >> sh]);
             } else {
-                float t[16];
-                for (int l = 0; l < 16; l++) t[l] = am->nested_absmax[(g + l) >> sh];
+                float t[16] = {0};
+                for (int64_t l = 0; l < lanes; l++) t[l] = am->nested_absmax[(g + l) >> sh];
                 na = _mm512_loadu_ps(t);
             }
-            _mm512_storeu_ps(dst + i + 16 * j, _mm512_add_ps(_mm512_mul_ps(v[j], na), off));
+            _mm512_mask_storeu_ps(dst + i + 16 * j, bnbq_mask16(lanes), _mm512_add_ps(_mm512_mul_ps(v[j], na), off));
         }
     }
-    for (; i < count; i++) dst[i] = block_absmax(am, g0 + i);
 }
 #endif
 
 /* Block scales of the rows [r, r + R) for the row kernels: pointers into absmax, or the nested scales
  * decoded once per row into buf (R * nbr floats) instead of per block inside the loops. */
 static void gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, float *buf, const float **sc) {
+#if BNBQ_X86
+    if (!am->absmax && am->nested_planes) { /* the rows' blocks are contiguous: one decode for all R rows */
+        gemv_decode_nested_vbmi(am, r * nbr, (int64_t)R * nbr, buf);
+        for (int rr = 0; rr < R; rr++) sc[rr] = buf + (int64_t)rr * nbr;
+        return;
+    }
+#endif
     for (int rr = 0; rr < R; rr++) {
         const int64_t g0 = (r + rr) * nbr;
         if (am->absmax) {
@@ -113,13 +121,6 @@ static void gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr,
             continue;
         }
         float *dst = buf + (int64_t)rr * nbr;
-#if BNBQ_X86
-        if (am->nested_planes) {
-            gemv_decode_nested_vbmi(am, g0, nbr, dst);
-            sc[rr] = dst;
-            continue;
-        }
-#endif
         for (int64_t j = 0; j < nbr; j++) dst[j] = block_absmax(am, g0 + j);
         sc[rr] = dst;
     }
@@ -368,10 +369,13 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     if (team > N) team = (int)N;
     /* buf: activations (K floats, laid out per path), y (N), then per thread the decoded scales of a row
      * group (nested absmax on the AVX-512 paths) */
-    const int64_t rowbuf = fast && absmax_q ? GEMV_MAX_ROWS_ANY * (K / blocksize) : 0;
-    float *buf = (float *)malloc(sizeof(float) * (size_t)(K + N + (int64_t)team * rowbuf));
+    /* each thread's scales on cache lines of its own (64-byte aligned, whole lines): threads writing the
+     * two ends of one line slowed nested-absmax calls by up to 1.7x, depending on where malloc put buf */
+    const int64_t rowbuf = fast && absmax_q ? (GEMV_MAX_ROWS_ANY * (K / blocksize) + 15) / 16 * 16 : 0;
+    const int64_t head = (K + N + 15) / 16 * 16;
+    float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * rowbuf));
     if (!buf) return BNBQ_ENOMEM;
-    float *y = buf + K, *rowbufs = buf + K + N;
+    float *y = buf + K, *rowbufs = buf + head;
     uint8_t nested_planes[4][256];
 #if BNBQ_X86
     if (rowbuf && isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)) {
