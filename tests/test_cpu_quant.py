@@ -238,7 +238,8 @@ def _nested(absmax: torch.Tensor):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("N,K,blocksize", [(1, 64, 64), (257, 512, 64), (31, 4096, 4096), (13, 96, 32),
-                                           (11, 100, 64), (3, 7, 32), (5, 1, 32), (4, 0, 64), (0, 64, 64)])  # fmt: skip
+                                           (11, 100, 64), (3, 7, 32), (5, 1, 32), (4, 0, 64), (0, 64, 64),
+                                           (7, 1024, 128), (9, 768, 256)])  # fmt: skip
 @pytest.mark.parametrize("nested", [False, True])
 def test_gemv_4bit_matches_reference_and_float64(isa, dtype, N, K, blocksize, nested):
     W = _data((N, K), torch.float32, seed=N * 31 + K)

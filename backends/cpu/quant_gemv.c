@@ -196,6 +196,76 @@ TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int6
     }
 }
 
+/* float32 activations, 128 weights (64 bytes) of R rows per step, K % 128 == 0 and bs >= 64. Dword lane i of
+ * the 64 bytes holds weights 8i .. 8i+7; shifted right by 4s its low 4 bits, all vpermps reads, are weight
+ * 8i + (s ^ 1) (high nibble first in each byte), so 8 lookups of the whole register with no unpacking take
+ * the activations in that phase order: Ap[128u + 16s + i] = A[128u + 8i + (s ^ 1)]. Two thirds of the
+ * shuffles of gemv_rows_avx512 (which widens 16 bytes per lookup pair). With bs == 64 lanes 0-7 belong to
+ * block 2u and lanes 8-15 to block 2u + 1. */
+TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_p8(
+    const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const float *Ap, __m512 table,
+    const absmax_src *am, const float *const *sc, gemv_pf *pf, float *y) {
+    const int64_t half = K / 2, units = K / 128, nbr = K / bs, units_per_block = bs / 128;
+    const uint8_t *w[GEMV_MAX_ROWS];
+    __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
+    for (int rr = 0; rr < R; rr++) {
+        w[rr] = B + (r0 + rr) * half;
+        acc[rr] = part[rr] = _mm512_setzero_ps();
+    }
+    gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+    int64_t unit_in_block = 0, block = 0;
+    for (int64_t u = 0; u < units; u++) {
+        gemv_pf_step(pf, R);
+        const float *a = Ap + 128 * u;
+        for (int rr = 0; rr < R; rr++) {
+            const __m512i d = _mm512_loadu_si512((const void *)(w[rr] + 64 * u));
+            __m512 t0 = _mm512_mul_ps(_mm512_permutexvar_ps(d, table), _mm512_loadu_ps(a));
+            __m512 t1 = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 4), table), _mm512_loadu_ps(a + 16));
+            t0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 8), table), _mm512_loadu_ps(a + 32), t0);
+            t1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 12), table), _mm512_loadu_ps(a + 48), t1);
+            t0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 16), table), _mm512_loadu_ps(a + 64), t0);
+            t1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 20), table), _mm512_loadu_ps(a + 80), t1);
+            t0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 24), table), _mm512_loadu_ps(a + 96), t0);
+            t1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 28), table), _mm512_loadu_ps(a + 112), t1);
+            part[rr] = _mm512_add_ps(part[rr], _mm512_add_ps(t0, t1));
+        }
+        if (bs >= 128) {
+            if (++unit_in_block < units_per_block) continue; /* no division per step: a counter */
+            unit_in_block = 0;
+            const int64_t j = block++;
+            for (int rr = 0; rr < R; rr++) {
+                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(sc[rr][j]), acc[rr]);
+                part[rr] = _mm512_setzero_ps();
+            }
+        } else { /* bs == 64 */
+            for (int rr = 0; rr < R; rr++) {
+                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[rr][2 * u]),
+                                                          _mm512_set1_ps(sc[rr][2 * u + 1]));
+                acc[rr] = _mm512_fmadd_ps(part[rr], scale, acc[rr]);
+                part[rr] = _mm512_setzero_ps();
+            }
+        }
+    }
+    for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
+}
+
+TGT_AVX512 static void gemv_range_p8(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
+                                     const float *Ap, const float *code, const absmax_src *am, float *rowbuf,
+                                     float *y) {
+    const __m512 table = _mm512_loadu_ps(code);
+    const float *sc[GEMV_MAX_ROWS];
+    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    int64_t r = r_begin;
+    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
+        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
+        gemv_rows_p8(GEMV_MAX_ROWS, B, r, K, bs, Ap, table, am, sc, &pf, y + r);
+    }
+    for (; r < r_end; r++) {
+        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
+        gemv_rows_p8(1, B, r, K, bs, Ap, table, am, sc, &pf, y + r);
+    }
+}
+
 /* bf16 activations (AVX512-BF16): 64 weights of R rows per step with vdpbf16ps. The 32 bytes are widened to
  * 16-bit lanes, the high and low nibbles looked up in the code book rounded to bf16 (vpermw), and each
  * pair of lanes multiplied with the even (Xe[k] = A[2k]) or odd (Xo[k] = A[2k+1]) activations and summed
@@ -385,6 +455,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
 #endif
     const int bf16dot = fast && isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && K % 64 == 0 &&
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) && gemv_bf16_inputs_ok((const uint16_t *)A, K, code);
+    const int p8 = fast && !bf16dot && isa == BNBQ_ISA_AVX512 && K % 128 == 0 && blocksize >= 64;
     uint16_t table16[32] = {0};
     if (bf16dot) { /* bf16 even elements then odd elements (in buf's first K/2 floats), code book in bf16 */
         uint16_t *x = (uint16_t *)buf;
@@ -394,6 +465,10 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
             x[half + i] = ((const uint16_t *)A)[2 * i + 1];
         }
         for (int i = 0; i < 16; i++) table16[i] = bnbq_f32_to_bf16(code[i]);
+    } else if (p8) { /* 8 phases per 128 elements (gemv_rows_p8) */
+        for (int64_t u = 0; u < K; u += 128)
+            for (int ph = 0; ph < 8; ph++)
+                for (int i = 0; i < 16; i++) buf[u + 16 * ph + i] = bnbq_load(A, dtype, u + 8 * i + (ph ^ 1));
     } else if (fast) { /* even elements then odd elements */
         const int64_t half = K / 2;
         for (int64_t i = 0; i < half; i++) {
@@ -421,6 +496,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
         if (bf16dot)
             gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2,
                             table16, &am, rb, y);
+        else if (p8)
+            gemv_range_p8(B, r_begin, r_end, K, blocksize, buf, code, &am, rb, y);
         else if (fast && isa == BNBQ_ISA_AVX512)
             gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
         else if (fast)
