@@ -179,20 +179,27 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
-TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
-                                         const float *Ae, const float *Ao, const float *code, const absmax_src *am,
-                                         float *rowbuf, float *y) {
-    const __m512 table = _mm512_loadu_ps(code);
-    const float *sc[GEMV_MAX_ROWS];
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
-    int64_t r = r_begin;
-    for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
-        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
-        gemv_rows_avx512(GEMV_MAX_ROWS, B, r, K, bs, Ae, Ao, table, am, sc, &pf, y + r);
+/* After step u of R rows (part = the step's sums per row): into acc with the block scale, once every
+ * units_per_block steps when a block spans whole steps (a counter, no division per step), or every step
+ * when a step holds two blocks (two_blocks: lanes 0-7 in block 2u, lanes 8-15 in block 2u + 1). */
+TGT_AVX512 static inline __attribute__((always_inline)) void gemv_scale_step(const int R, const int two_blocks,
+                                                                             int64_t units_per_block, int64_t u,
+                                                                             int64_t *unit_in_block, int64_t *block,
+                                                                             const float *const *sc, __m512 *part,
+                                                                             __m512 *acc) {
+    __m512 scale[GEMV_MAX_ROWS];
+    if (two_blocks) {
+        for (int rr = 0; rr < R; rr++)
+            scale[rr] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[rr][2 * u]), _mm512_set1_ps(sc[rr][2 * u + 1]));
+    } else {
+        if (++*unit_in_block < units_per_block) return;
+        *unit_in_block = 0;
+        const int64_t j = (*block)++;
+        for (int rr = 0; rr < R; rr++) scale[rr] = _mm512_set1_ps(sc[rr][j]);
     }
-    for (; r < r_end; r++) {
-        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
-        gemv_rows_avx512(1, B, r, K, bs, Ae, Ao, table, am, sc, &pf, y + r);
+    for (int rr = 0; rr < R; rr++) {
+        acc[rr] = _mm512_fmadd_ps(part[rr], scale[rr], acc[rr]);
+        part[rr] = _mm512_setzero_ps();
     }
 }
 
@@ -229,40 +236,33 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_p8(
             t1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(d, 28), table), _mm512_loadu_ps(a + 112), t1);
             part[rr] = _mm512_add_ps(part[rr], _mm512_add_ps(t0, t1));
         }
-        if (bs >= 128) {
-            if (++unit_in_block < units_per_block) continue; /* no division per step: a counter */
-            unit_in_block = 0;
-            const int64_t j = block++;
-            for (int rr = 0; rr < R; rr++) {
-                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(sc[rr][j]), acc[rr]);
-                part[rr] = _mm512_setzero_ps();
-            }
-        } else { /* bs == 64 */
-            for (int rr = 0; rr < R; rr++) {
-                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[rr][2 * u]),
-                                                          _mm512_set1_ps(sc[rr][2 * u + 1]));
-                acc[rr] = _mm512_fmadd_ps(part[rr], scale, acc[rr]);
-                part[rr] = _mm512_setzero_ps();
-            }
-        }
+        gemv_scale_step(R, bs < 128, units_per_block, u, &unit_in_block, &block, sc, part, acc);
     }
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
-TGT_AVX512 static void gemv_range_p8(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
-                                     const float *Ap, const float *code, const absmax_src *am, float *rowbuf,
-                                     float *y) {
+/* Rows [r_begin, r_end) with float32 activations: gemv_rows_p8 on Ae in phase order (p8), else
+ * gemv_rows_avx512 on the even / odd activations Ae / Ao. */
+TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
+                                         const float *Ae, const float *Ao, int p8, const float *code,
+                                         const absmax_src *am, float *rowbuf, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const float *sc[GEMV_MAX_ROWS];
     gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
     int64_t r = r_begin;
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
         gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
-        gemv_rows_p8(GEMV_MAX_ROWS, B, r, K, bs, Ap, table, am, sc, &pf, y + r);
+        if (p8)
+            gemv_rows_p8(GEMV_MAX_ROWS, B, r, K, bs, Ae, table, am, sc, &pf, y + r);
+        else
+            gemv_rows_avx512(GEMV_MAX_ROWS, B, r, K, bs, Ae, Ao, table, am, sc, &pf, y + r);
     }
     for (; r < r_end; r++) {
         gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
-        gemv_rows_p8(1, B, r, K, bs, Ap, table, am, sc, &pf, y + r);
+        if (p8)
+            gemv_rows_p8(1, B, r, K, bs, Ae, table, am, sc, &pf, y + r);
+        else
+            gemv_rows_avx512(1, B, r, K, bs, Ae, Ao, table, am, sc, &pf, y + r);
     }
 }
 
@@ -296,22 +296,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
             part[rr] = _mm512_dpbf16_ps(part[rr], (__m512bh)whi, xe);
             part[rr] = _mm512_dpbf16_ps(part[rr], (__m512bh)wlo, xo);
         }
-        if (bs >= 64) {
-            if (++unit_in_block < units_per_block) continue; /* no division per step: a counter */
-            unit_in_block = 0;
-            const int64_t j = block++;
-            for (int rr = 0; rr < R; rr++) {
-                acc[rr] = _mm512_fmadd_ps(part[rr], _mm512_set1_ps(sc[rr][j]), acc[rr]);
-                part[rr] = _mm512_setzero_ps();
-            }
-        } else { /* bs == 32: lanes 0-7 hold weights 0-31 of the step (block 2u), lanes 8-15 block 2u + 1 */
-            for (int rr = 0; rr < R; rr++) {
-                const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[rr][2 * u]),
-                                                          _mm512_set1_ps(sc[rr][2 * u + 1]));
-                acc[rr] = _mm512_fmadd_ps(part[rr], scale, acc[rr]);
-                part[rr] = _mm512_setzero_ps();
-            }
-        }
+        gemv_scale_step(R, bs < 64, units_per_block, u, &unit_in_block, &block, sc, part, acc);
     }
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
@@ -496,10 +481,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
         if (bf16dot)
             gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2,
                             table16, &am, rb, y);
-        else if (p8)
-            gemv_range_p8(B, r_begin, r_end, K, blocksize, buf, code, &am, rb, y);
         else if (fast && isa == BNBQ_ISA_AVX512)
-            gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
+            gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, p8, code, &am, rb, y);
         else if (fast)
             gemv_range_avx2(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, code, &am, rb, y);
         else
