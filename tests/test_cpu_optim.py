@@ -351,6 +351,13 @@ def test_search_kinds():
         assert kernels_optim.search_kind(books["dense"]) == "register"
 
 
+def test_search_kind_rejects_bad_code_books():
+    with pytest.raises(ValueError, match=r"qmap.numel\(\)=255, but should be 256"):
+        kernels_optim.search_kind(SIGNED[:255].contiguous())
+    with pytest.raises(TypeError, match="qmap.dtype=torch.float64"):
+        kernels_optim.search_kind(SIGNED.double())
+
+
 @pytest.mark.parametrize("blocksize", [64, 256, 2048])
 def test_tiled_8bit_step_matches_generic(blocksize):
     """8-bit steps whose parameters end inside a tile and inside a block, with blocksizes below, at and
@@ -470,6 +477,8 @@ def test_c_rejects_inconsistent_lengths():
     assert call(n=-1) == lib.BNBO_EINVAL
     assert call(eight_bit=0) == lib.BNBO_EINVAL  # absmax lengths given for 32-bit states
     assert lib.bnbo_set_isa(7) == lib.BNBO_EINVAL
+    assert lib.bnbo_search_kind(ffi.NULL, 256) == lib.BNBO_EINVAL
+    assert lib.bnbo_search_kind(ffi.cast("float *", SIGNED.data_ptr()), 255) == lib.BNBO_EINVAL
 
 
 def test_isa_env_names_are_checked():
