@@ -9,6 +9,8 @@
   over ``torch.optim.AdamW(fused=True)`` (32-bit states, 28 B per parameter).
 
 Targets (issue 6): gemv_4bit >= 60% and the 8-bit AdamW step >= 50% of the measured bandwidth.
+The L2 flush reads a 512 MiB buffer (clean lines; see ``evict_l2``).
+Where bitsandbytes is importable, its gemv_4bit and 8-bit AdamW run in the same process for a ratio.
 Times are GPU times: CUDA events around the op, with the GPU held busy (``torch.cuda._sleep``) while
 the host enqueues the flush, the events and the op, so Python's launch overhead is not counted; best
 of the runs. The gemv rows also give the eager time per call (back-to-back calls, host included),
@@ -40,6 +42,13 @@ DEVICE = "cuda"
 SLEEP_CYCLES = 1_000_000  # about 0.5 ms of GPU clock: longer than the host needs to enqueue one timed run
 
 
+def evict_l2(flush: torch.Tensor) -> None:
+    """Evict the GPU's L2 by READING ``flush`` (much larger than L2), so L2 ends up holding clean lines, as in
+    a decode loop where the previous layers' weights were read. (A write flush would leave L2 dirty: the op
+    timed next would pay for writing those lines back, up to L2's size of extra DRAM traffic.)"""
+    torch.sum(flush, dtype=torch.float32)
+
+
 def cuda_time(fn, repeat: int, flush: torch.Tensor | None = None) -> float:
     """Best seconds of ``fn`` over ``repeat`` runs (CUDA events; L2 flushed before each if ``flush``)."""
     fn()
@@ -56,7 +65,7 @@ def cuda_time(fn, repeat: int, flush: torch.Tensor | None = None) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda._sleep(SLEEP_CYCLES)  # the host gets ahead: the events then time the GPU work alone
         if flush is not None:
-            flush.fill_(1.0)
+            evict_l2(flush)
         start.record()
         fn()
         end.record()
@@ -114,17 +123,76 @@ def bench_gemv(bw: float, repeat: int, flush: torch.Tensor) -> list[Row]:
             args = (A, packed, [N, K], absmax, code, 64, *extra)
             t = cuda_time(lambda: torch.ops.bnb_api.gemv_4bit(*args), repeat, flush)  # noqa: B023
             eager = eager_time(lambda: torch.ops.bnb_api.gemv_4bit(*args))  # noqa: B023
+            ratios = {"dense F.linear": dense / t}
+            theirs = bnb_gemv(Wd, A, nested)
+            if theirs is not None:
+                ratios["bitsandbytes"] = cuda_time(theirs, repeat, flush) / t
             nbytes = packed.numel() + absmax.numel() * absmax.element_size() + A.numel() * A.element_size() + N * 2
             gbps = nbytes / t / 1e9
             impl = selected("gemv_4bit", dict(A=A, B=packed.view(-1), shapeB=[N, K], absmax=absmax, code=code,
                                               blocksize=64))  # fmt: skip
             rows.append(Row("gemv_4bit", f"1x{K}·{N}x{K} nf4{' nested' if nested else ''} {str(dtype)[6:]}", impl, t,
-                            gbps, 100 * gbps / bw, {"dense F.linear": dense / t},
+                            gbps, 100 * gbps / bw, ratios,
                             "target >= 60% BW: " + ("met" if gbps >= GEMV_TARGET * bw else "NOT met") +
                             f"; eager {eager * 1e6:.0f} us/call"))  # fmt: skip
         rows.append(Row("F.linear (dense)", f"1x{K}·{N}x{K} {str(dtype)[6:]}", "torch", dense,
                         N * K * 2 / dense / 1e9, 100 * N * K * 2 / dense / 1e9 / bw))  # fmt: skip
     return rows
+
+
+def _bitsandbytes():
+    """bitsandbytes' functional module when it is importable and runs on DEVICE (side-by-side rows only)."""
+    if DEVICE != "cuda":
+        return None
+    try:
+        import bitsandbytes.functional as bnb_f
+    except Exception:  # not installed, or no binary for this CUDA: the rows are left out
+        return None
+    return bnb_f
+
+
+def bnb_gemv(W: torch.Tensor, A: torch.Tensor, nested: bool):
+    """A callable running bitsandbytes' batch-1 gemv_4bit (NF4, blocksize 64) on W, or None."""
+    bnb_f = _bitsandbytes()
+    if bnb_f is None:
+        return None
+    try:
+        packed, state = bnb_f.quantize_4bit(W, blocksize=64, quant_type="nf4", compress_statistics=nested)
+
+        def run():
+            return bnb_f.gemv_4bit(A, packed.t(), state=state)
+
+        run()
+        return run
+    except Exception as exc:  # a bitsandbytes build that cannot run here: no side-by-side row
+        print(f"bench_gpu: bitsandbytes gemv_4bit unavailable: {exc}")
+        return None
+
+
+def bnb_adamw8(n: int):
+    """A callable running bitsandbytes' 8-bit blockwise AdamW step on n float32 parameters, or None."""
+    bnb_f = _bitsandbytes()
+    if bnb_f is None:
+        return None
+    torch.manual_seed(0)
+    p, g = torch.randn(n, device=DEVICE) * 0.02, torch.randn(n, device=DEVICE) * 1e-3
+    s1, s2 = torch.zeros(n, dtype=torch.uint8, device=DEVICE), torch.zeros(n, dtype=torch.uint8, device=DEVICE)
+    a1, a2 = torch.zeros(-(-n // 256), device=DEVICE), torch.zeros(-(-n // 256), device=DEVICE)
+    q1 = bnb_f.create_dynamic_map(signed=True).to(DEVICE)
+    q2 = bnb_f.create_dynamic_map(signed=False).to(DEVICE)
+    step = [0]
+
+    def run():
+        step[0] += 1
+        bnb_f.optimizer_update_8bit_blockwise("adam", g, p, s1, s2, 0.9, 0.999, 0.0, 0.0, 1e-8, step[0], 1e-4, q1, q2,
+                                              a1, a2, weight_decay=0.01)  # fmt: skip
+
+    try:
+        run()
+    except Exception as exc:
+        print(f"bench_gpu: bitsandbytes 8-bit optimizer unavailable: {exc}")
+        return None
+    return run
 
 
 def adamw8_stepper(n: int):
@@ -160,9 +228,13 @@ def bench_adamw(bw: float, repeat: int, n: int) -> list[Row]:
     t_torch = cuda_time(opt.step, repeat)
     gbps, gbps_torch = 16 * n / t / 1e9, 28 * n / t_torch / 1e9
     impl = selected("optimizer_step", call)
+    ratios = {"torch AdamW fused": t_torch / t}
+    del opt, pt
+    theirs = bnb_adamw8(n)
+    if theirs is not None:
+        ratios["bitsandbytes"] = cuda_time(theirs, repeat) / t
     return [
-        Row("optimizer_step adamw 8-bit", f"{n >> 20}M fp32 params", impl, t, gbps, 100 * gbps / bw,
-            {"torch AdamW fused": t_torch / t},
+        Row("optimizer_step adamw 8-bit", f"{n >> 20}M fp32 params", impl, t, gbps, 100 * gbps / bw, ratios,
             "target >= 50% BW: " + ("met" if gbps >= ADAM_TARGET * bw else "NOT met")),
         Row("torch.optim.AdamW(fused) 32-bit", f"{n >> 20}M fp32 params", "torch", t_torch, gbps_torch,
             100 * gbps_torch / bw),

@@ -199,6 +199,22 @@ def test_emulated_gemv_4bit(emu, dtype, N, K, nested):
     torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
 
 
+@pytest.mark.parametrize("shape", ["1,2", "1,4", "2,2", "2,4", "4,2", "4,4", "9,9"])
+def test_emulated_gemv_4bit_tile_shapes(emu, shape, monkeypatch):
+    """Every tile shape of the fast path (rows per warp, chunks per lane; "9,9" is not one: the default
+    serves), over several tiles per row (K = 8224: 257 chunks) and a partial row group (N = 7)."""
+    monkeypatch.setenv("BNB_API_CUDA_GEMV_SHAPE", shape)
+    N, K = 7, 8224
+    torch.manual_seed(3)
+    packed, absmax = REF["quantize_4bit"](torch.randn(N, K), 128, "fp4", torch.uint8)
+    A = torch.randn(1, K, dtype=torch.bfloat16)
+    args = (A, packed.view(-1), [N, K], absmax, code_books.code_4bit("fp4"), 128)
+    got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
+    exact = A.double() @ REF["dequantize_4bit"](packed.view(-1), absmax, 128, "fp4", [N, K], torch.float64).T
+    torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16] * K**0.5)
+    torch.testing.assert_close(got.double(), exact, rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16] * K**0.5)
+
+
 @pytest.mark.parametrize("K", [32, 64, 4096])
 def test_emulated_gemv_4bit_overflow_is_not_finite_where_the_reference_is_not(emu, K):
     """Huge activations times huge scales: every product overflows float32. The reference rounds each
@@ -264,9 +280,13 @@ HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3,
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("eight_bit,blocksize", [(False, 128), (True, 128), (True, 256), (True, 2048)])
-def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize):
-    """blocksize 128 and 256: states kept in registers (one sweep); 2048: the two-sweep path."""
+@pytest.mark.parametrize("eight_bit,blocksize,opt8_blocks", [(False, 128, ""), (True, 64, ""), (True, 128, ""),
+                                                               (True, 256, ""), (True, 256, "3"), (True, 512, ""),
+                                                               (True, 2048, "")])  # fmt: skip
+def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize, opt8_blocks, monkeypatch):
+    """blocksize 64 to 512: states kept in registers (one sweep; full blocks of aligned tensors in 16-byte
+    loads, the rest element by element); 2048: the two-sweep path. opt8_blocks: the sweep-only build."""
+    monkeypatch.setenv("BNB_API_CUDA_OPT8_BLOCKS", opt8_blocks)
     sizes, dtypes = (3001, 77, 130), (torch.float32, torch.bfloat16, torch.float16)
     for max_unorm in (0.0, 0.02):
         cases = [_opt_case(optimizer, n, eight_bit, dt, max_unorm, i, blocksize)

@@ -1,26 +1,19 @@
 // gemv_4bit: out (N,) = A (K,) . dequant(B (N, K))^T for one row of activations, never materializing
 // the dequantized weight. Semantics: bnb_api.core.ops.gemv_4bit (weights rounded to float32 exactly as
 // dequantize_4bit does, products accumulated in float32, the result cast to A's dtype).
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "common.cuh"
 
 namespace {
 
-// Launch shape; the -D overrides exist for tuning sweeps on new GPUs (the defaults are the shipped ones).
-#ifndef BNB_GEMV_THREADS
-#define BNB_GEMV_THREADS 128
-#endif
-#ifndef BNB_GEMV_ROWS_PER_WARP
-#define BNB_GEMV_ROWS_PER_WARP 2  // H100 sweep, 11008x4096: 2 rows 25 us, 1 row 26, 4 rows 32, 8 rows 34
-#endif
-constexpr int kThreads = BNB_GEMV_THREADS;
+constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / BNB_WARP;
-#ifndef BNB_GEMV_UNROLL
-#define BNB_GEMV_UNROLL 2
-#endif
-constexpr int kRowsPerWarp = BNB_GEMV_ROWS_PER_WARP;  // each 16-byte chunk of A feeds this many weight rows
-constexpr int kUnroll = BNB_GEMV_UNROLL;              // 16-byte chunks per lane in flight
 
-// The float32 absmax of quantization block `blk`: plain, or nested (code * scale + offset, unfused).
+// The float32 absmax of quantization block `blk`, in two steps so that every global load of a tile can
+// be issued before any is used: raw() loads (plain: the float; nested: the code byte and its group's
+// float), value() combines them (nested: code * scale + offset, unfused, as dequantize_blockwise).
 struct Absmax {
     const float* f32;
     const uint8_t* u8;
@@ -29,10 +22,19 @@ struct Absmax {
     float offset;
     int nested_shift;
 
-    __device__ __forceinline__ float operator()(int64_t blk) const {
-        if (f32 != nullptr) return f32[blk];
-        return nested_code[u8[blk]] * nested_absmax[blk >> nested_shift] + offset;
+    struct Raw {
+        float scale;
+        uint32_t code;
+    };
+    __device__ __forceinline__ Raw raw(int64_t blk) const {
+        if (f32 != nullptr) return Raw{f32[blk], 0u};
+        return Raw{nested_absmax[blk >> nested_shift], (uint32_t)u8[blk]};
     }
+    __device__ __forceinline__ float value(Raw r) const {
+        if (f32 != nullptr) return r.scale;
+        return nested_code[r.code] * r.scale + offset;
+    }
+    __device__ __forceinline__ float operator()(int64_t blk) const { return value(raw(blk)); }
 };
 
 __device__ __forceinline__ void load_a32(const void* A, int dtype, int64_t k0, float a[32]) {
@@ -64,6 +66,23 @@ __device__ __forceinline__ void load_a32(const void* A, int dtype, int64_t k0, f
     }
 }
 
+// sum_e a[e] * table[code e of q] over one 16-byte chunk (32 codes, high nibble first), in two chains.
+__device__ __forceinline__ float chunk_dot(const float a[32], uint4 q, const float* table) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            const uint32_t byte = (words[w] >> (8 * b)) & 0xffu;
+            const int e = 8 * w + 2 * b;
+            s0 = fmaf(a[e], table[byte >> 4], s0);
+            s1 = fmaf(a[e + 1], table[byte & 0xfu], s1);
+        }
+    }
+    return s0 + s1;
+}
+
 // One row's dot product with each weight scaled before its product, as the reference does: the fast
 // path's fallback when its result is not finite, so which inf (or NaN) comes out does not depend on
 // where the chunk sums overflowed. (Like every fused kernel, products are not rounded before they are
@@ -88,79 +107,99 @@ __device__ float row_dot_per_weight(const void* A, int dtype, const uint4* B16, 
     return warp_sum(s);
 }
 
-// Fast path (K % 32 == 0, 16-byte aligned A and B): a warp computes kRowsPerWarp rows; each lane
-// takes 16-byte chunks (32 codes, inside one quantization block) of every row. A chunk's dot product
-// with the codes is scaled by its block's absmax once (a float rounding difference from the reference's
-// per-weight scaling, inside the contract's dot-product tolerance), which saves a multiply per weight;
-// a row whose result is inf or NaN is recomputed per weight (row_dot_per_weight).
-__global__ void gemv_4bit_vec_kernel(const void* A, int dtype, const uint8_t* B, Absmax absmax_in,
-                                     const float* nested_code, const float* nested_offset, const float* code, void* out, int64_t N,
-                                     int64_t K, int block_shift) {
+// The weights of one tile: R rows x U 16-byte chunks per lane (chunk c0 + lane + 32 u of each row), with
+// their raw block scales. Out-of-range rows and chunks load nothing and hold zero codes and scales.
+template <int R, int U>
+struct Tile {
+    uint4 q[R][U];
+    Absmax::Raw s[R][U];
+
+    __device__ __forceinline__ void load(const uint4* B16, const Absmax& absmax, int64_t row0, int64_t c0, int64_t N,
+                                         int64_t K, int block_shift, int lane) {
+        const int64_t chunks = K / 32;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int64_t row = row0 + r, c = c0 + lane + BNB_WARP * u;
+                const bool ok = row < N && c < chunks;
+                q[r][u] = ok ? B16[row * chunks + c] : uint4{0u, 0u, 0u, 0u};
+                s[r][u] = ok ? absmax.raw((row * K + c * 32) >> block_shift) : Absmax::Raw{0.0f, 0u};
+            }
+        }
+    }
+};
+
+// Fast path (K % 32 == 0, 16-byte aligned A and B): a warp computes R rows, a tile of U chunks per lane
+// per row at a time. All of a tile's weight and scale loads are issued before the first is used (no
+// branch between them), and the first tile's before the block waits for its code tables. A chunk's dot
+// product with the codes is scaled by its block's absmax once (a float rounding difference from the
+// reference's per-weight scaling, inside the contract's dot-product tolerance); a row whose result is
+// inf or NaN is recomputed per weight (row_dot_per_weight).
+template <int R, int U>
+__global__ void __launch_bounds__(kThreads) gemv_4bit_tile_kernel(const void* A, int dtype, const uint8_t* B,
+                                                                  Absmax absmax, const float* nested_code,
+                                                                  const float* nested_offset, const float* code,
+                                                                  void* out, int64_t N, int64_t K, int block_shift) {
     __shared__ float table[16];
     __shared__ float ncode[256];
-    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
-    if (nested_code != nullptr)
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
-    __syncthreads();
-    Absmax absmax = absmax_in;
-    absmax.nested_code = ncode;
-    if (nested_offset != nullptr) absmax.offset = *nested_offset;
     const int lane = threadIdx.x % BNB_WARP;
     const int64_t chunks = K / 32;
     const uint4* B16 = reinterpret_cast<const uint4*>(B);
-    for (int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * kRowsPerWarp; row0 < N;
-         row0 += (int64_t)gridDim.x * kWarps * kRowsPerWarp) {
-        float acc[kRowsPerWarp] = {};
-#pragma unroll kUnroll
-        for (int64_t c = lane; c < chunks; c += BNB_WARP) {
+    const int64_t stride = (int64_t)gridDim.x * kWarps * R;
+    int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * R;
+    Tile<R, U> tile;
+    tile.load(B16, absmax, row0, 0, N, K, block_shift, lane);  // in flight while the tables are staged
+    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
+    if (nested_code != nullptr) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
+        absmax.offset = *nested_offset;
+    }
+    absmax.nested_code = ncode;
+    __syncthreads();
+    float acc[R] = {};
+    int64_t c0 = 0;
+    while (row0 < N) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int64_t c = c0 + lane + BNB_WARP * u;
+            if (c >= chunks) break;  // the tile's loads are all issued: this branch costs no parallelism
             float a[32];
             load_a32(A, dtype, c * 32, a);
 #pragma unroll
-            for (int r = 0; r < kRowsPerWarp; ++r) {
-                const int64_t row = row0 + r;
-                if (row >= N) break;
-                const uint4 q = B16[row * chunks + c];
-                const float scale = absmax((row * K + c * 32) >> block_shift);
-                const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-                // the chunk's 32 codes share one scale: sum a * code in two chains, scale once
-                float s0 = 0.0f, s1 = 0.0f;
+            for (int r = 0; r < R; ++r) acc[r] = fmaf(chunk_dot(a, tile.q[r][u], table), absmax.value(tile.s[r][u]), acc[r]);
+        }
+        c0 += BNB_WARP * U;
+        if (c0 >= chunks) {  // the row group is done (warp-uniform)
 #pragma unroll
-                for (int w = 0; w < 4; ++w) {
-#pragma unroll
-                    for (int b = 0; b < 4; ++b) {
-                        const uint32_t byte = (words[w] >> (8 * b)) & 0xffu;
-                        const int e = 8 * w + 2 * b;
-                        s0 = fmaf(a[e], table[byte >> 4], s0);
-                        s1 = fmaf(a[e + 1], table[byte & 0xfu], s1);
-                    }
-                }
-                acc[r] = fmaf(s0 + s1, scale, acc[r]);
+            for (int r = 0; r < R; ++r) {
+                float total = warp_sum(acc[r]);  // the same value in every lane: the branch below is warp-uniform
+                acc[r] = 0.0f;
+                if (row0 + r >= N) break;
+                if (!isfinite(total))
+                    total = row_dot_per_weight(A, dtype, B16, absmax, table, row0 + r, K, block_shift, lane);
+                if (lane == 0) store_f(out, dtype, row0 + r, total);
             }
+            row0 += stride;
+            c0 = 0;
         }
-#pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
-            float total = warp_sum(acc[r]);  // the same value in every lane: the branch below is warp-uniform
-            if (row0 + r >= N) break;
-            if (!isfinite(total))
-                total = row_dot_per_weight(A, dtype, B16, absmax, table, row0 + r, K, block_shift, lane);
-            if (lane == 0) store_f(out, dtype, row0 + r, total);
-        }
+        if (row0 < N) tile.load(B16, absmax, row0, c0, N, K, block_shift, lane);
     }
 }
 
 // General path (any K, any alignment): a warp per row, one code at a time.
-__global__ void gemv_4bit_scalar_kernel(const void* A, int dtype, const uint8_t* B, Absmax absmax_in,
+__global__ void gemv_4bit_scalar_kernel(const void* A, int dtype, const uint8_t* B, Absmax absmax,
                                         const float* nested_code, const float* nested_offset, const float* code, void* out, int64_t N,
                                         int64_t K, int block_shift) {
     __shared__ float table[16];
     __shared__ float ncode[256];
     if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
-    if (nested_code != nullptr)
+    if (nested_code != nullptr) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
-    __syncthreads();
-    Absmax absmax = absmax_in;
+        absmax.offset = *nested_offset;
+    }
     absmax.nested_code = ncode;
-    if (nested_offset != nullptr) absmax.offset = *nested_offset;
+    __syncthreads();
     const int lane = threadIdx.x % BNB_WARP;
     for (int64_t row = (int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP; row < N;
          row += (int64_t)gridDim.x * kWarps) {
@@ -182,6 +221,30 @@ int log2_of(int v) {
     return s;
 }
 
+template <int R, int U>
+int launch_tile(const void* A, int a_dtype, const uint8_t* B, const Absmax& absmax, const float* nested_code,
+                const float* nested_offset, const float* code, void* out, int64_t N, int64_t K, int block_shift,
+                cudaStream_t stream) {
+    gemv_4bit_tile_kernel<R, U><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
+        A, a_dtype, B, absmax, nested_code, nested_offset, code, out, N, K, block_shift);
+    BNB_RETURN_LAUNCH_ERROR();
+}
+
+// Rows per warp and chunks per lane of the fast path. The shipped shape is chosen by bench sweeps on an
+// H100 (ci/gpu_check.sh); BNB_API_CUDA_GEMV_SHAPE="R,U" (R in 1, 2, 4; U in 2, 4), read at each call (a getenv is
+// far cheaper than the launch), overrides it for sweeps and tests.
+struct TileShape {
+    int rows, chunks;
+};
+TileShape tile_shape() {
+    TileShape shape{2, 4};
+    if (const char* env = getenv("BNB_API_CUDA_GEMV_SHAPE")) {
+        int r = 0, u = 0;
+        if (sscanf(env, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4)) shape = {r, u};
+    }
+    return shape;
+}
+
 }  // namespace
 
 extern "C" int bnb_cuda_gemv_4bit(const void* A, int a_dtype, const unsigned char* B, const float* absmax_f32,
@@ -196,17 +259,28 @@ extern "C" int bnb_cuda_gemv_4bit(const void* A, int a_dtype, const unsigned cha
         return (int)cudaErrorInvalidValue;
     if (N == 0) return 0;
     // the nested offset stays on the device: each CUDA block reads it (no host synchronization)
-    Absmax absmax{absmax_f32, absmax_u8, nested_absmax, nullptr, 0.0f, nested ? log2_of(nested_blocksize) : 0};
+    const Absmax absmax{absmax_f32, absmax_u8, nested_absmax, nullptr, 0.0f, nested ? log2_of(nested_blocksize) : 0};
+    const float* ncode = nested ? nested_code : nullptr;
+    const float* noffset = nested ? nested_offset : nullptr;
+    const int shift = log2_of(blocksize);
+    const cudaStream_t s = (cudaStream_t)stream;
     const bool vec = K % 32 == 0 && ((uintptr_t)A % 16) == 0 && ((uintptr_t)B % 16) == 0;
-    if (vec) {
-        const unsigned int grid = grid_for(ceil_div(N, kRowsPerWarp), kWarps);
-        gemv_4bit_vec_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(
-            A, a_dtype, B, absmax, nested ? nested_code : nullptr, nested ? nested_offset : nullptr, code, out, N, K,
-            log2_of(blocksize));
-    } else {
-        gemv_4bit_scalar_kernel<<<grid_for(N, kWarps), kThreads, 0, (cudaStream_t)stream>>>(
-            A, a_dtype, B, absmax, nested ? nested_code : nullptr, nested ? nested_offset : nullptr, code, out, N, K,
-            log2_of(blocksize));
+    if (!vec) {
+        gemv_4bit_scalar_kernel<<<grid_for(N, kWarps), kThreads, 0, s>>>(A, a_dtype, B, absmax, ncode, noffset, code,
+                                                                         out, N, K, shift);
+        BNB_RETURN_LAUNCH_ERROR();
     }
-    BNB_RETURN_LAUNCH_ERROR();
+    const TileShape shape = tile_shape();
+    const int key = shape.rows * 10 + shape.chunks;
+#define BNB_GEMV_CASE(R, U) \
+    case R * 10 + U: return launch_tile<R, U>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+    switch (key) {
+        BNB_GEMV_CASE(1, 2)
+        BNB_GEMV_CASE(1, 4)
+        BNB_GEMV_CASE(2, 2)
+        BNB_GEMV_CASE(4, 2)
+        BNB_GEMV_CASE(4, 4)
+        default: return launch_tile<2, 4>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+    }
+#undef BNB_GEMV_CASE
 }

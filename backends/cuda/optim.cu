@@ -5,6 +5,8 @@
 // Update clipping (max_unorm > 0, LAMB / LARS) needs ||u|| and ||p|| of each whole tensor before any
 // parameter moves: the caller first launches a norm pass (params.norm_pass = 1: the same arithmetic,
 // nothing written, squares summed into `norms`), then the update pass, which reads `norms` on device.
+#include <stdlib.h>
+
 #include "common.cuh"
 
 namespace {
@@ -116,6 +118,37 @@ __device__ __forceinline__ void add_norms(double* norms, int t, double su, doubl
     }
 }
 
+// Four consecutive elements of a float tensor of `dtype` from element i (a multiple of 4, the pointer
+// aligned for it: quad_aligned), as float32; and the store back in that dtype.
+__device__ __forceinline__ bool quad_aligned(const void* p, int dtype) {
+    return (uintptr_t)p % (dtype == BNB_F32 ? 16 : 8) == 0;
+}
+
+__device__ __forceinline__ float4 load_quad(const void* p, int dtype, int64_t i) {
+    if (dtype == BNB_F32) return *reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
+    const uint2 w = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(p) + i);
+    const uint16_t b[4] = {(uint16_t)(w.x & 0xffffu), (uint16_t)(w.x >> 16), (uint16_t)(w.y & 0xffffu),
+                           (uint16_t)(w.y >> 16)};
+    float f[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+        f[e] = dtype == BNB_F16 ? __half2float(__ushort_as_half(b[e])) : bf16_bits_to_float(b[e]);
+    return float4{f[0], f[1], f[2], f[3]};
+}
+
+__device__ __forceinline__ void store_quad(void* p, int dtype, int64_t i, float4 v) {
+    if (dtype == BNB_F32) {
+        *reinterpret_cast<float4*>(static_cast<float*>(p) + i) = v;
+        return;
+    }
+    const float f[4] = {v.x, v.y, v.z, v.w};
+    uint32_t b[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+        b[e] = dtype == BNB_F16 ? (uint32_t)__half_as_ushort(__float2half_rn(f[e])) : (uint32_t)float_to_bf16_bits(f[e]);
+    *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = uint2{b[0] | (b[1] << 16), b[2] | (b[3] << 16)};
+}
+
 // 32-bit states: a CUDA block per chunk of BNB_OPTIM32_CHUNK elements of one tensor.
 __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, int64_t total_chunks,
                                        bnb_optim_params h, double* norms) {
@@ -159,14 +192,12 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
 // reads p, g and the codes, writes the parameter and keeps the states; the warp's new absmax follows,
 // then the codes are written from the registers. EPL == 0 (any blocksize): two sweeps, the second
 // recomputing the states from the still-unchanged codes. Both orders give the same bits.
-// Registers capped so that this many 256-thread blocks fit on an SM. H100, 64M-parameter 8-bit AdamW:
-// uncapped (117 registers, 2 blocks) 1.39 ms, 3 blocks 1.11 ms, 4 blocks 1.16 ms. -D overrides it.
-#ifndef BNB_OPT8_MIN_BLOCKS
-#define BNB_OPT8_MIN_BLOCKS 3
-#endif
-#define BNB_OPT8_BOUNDS __launch_bounds__(kThreads, BNB_OPT8_MIN_BLOCKS)
-template <int EPL>
-__global__ void BNB_OPT8_BOUNDS optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
+// MINB: 256-thread blocks per SM that the register cap must allow (__launch_bounds__). Chosen per EPL so
+// that no state spills: 3 up to EPL 4 (80 registers), 2 for EPL 8 (115), 1 for EPL 16. H100, 64M-parameter
+// 8-bit AdamW (EPL 8), before the loads were batched: 2 blocks 1.39 ms, 3 blocks 1.11 ms (spilling).
+// BNB_API_CUDA_OPT8_BLOCKS=3 selects the 3-block build of EPL 8 for sweeps.
+template <int EPL, int MINB>
+__global__ void __launch_bounds__(kThreads, MINB) optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
                                       const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms) {
     __shared__ float q1[256], q2[256], mid1[255], mid2[255];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
@@ -205,23 +236,52 @@ __global__ void BNB_OPT8_BOUNDS optimizer_8bit_kernel(const long long* table, in
         float new_max[3] = {0.0f, 0.0f, 0.0f};
         double su = 0.0, sp = 0.0;  // squares in float64: tiny parameters keep their norm
         if constexpr (EPL > 0) {
-            float kept[3][EPL > 0 ? EPL : 1];
+            // element of a lane's slot j: quads (a full block of aligned tensors, EPL a multiple of 4) take
+            // 4 consecutive elements per 16-byte load, i = 128 (j / 4) + 4 lane + j % 4; otherwise
+            // i = lane + 32 j, one element per load. Every load is issued before the first is used.
+            const bool quads = EPL % 4 == 0 && len == bs && quad_aligned(row.p, row.p_dtype) &&
+                               quad_aligned(row.g, row.g_dtype) && (uintptr_t)codes[0] % 4 == 0 &&
+                               (uintptr_t)codes[1] % 4 == 0 && (uintptr_t)codes[2] % 4 == 0;
+            float pv[EPL], gv[EPL];
+            uint32_t cw[3][(EPL + 3) / 4] = {};  // the codes, 4 per word (slot j: byte j % 4 of word j / 4)
+            if (quads) {
+#pragma unroll
+                for (int q = 0; q < EPL / 4; ++q) {
+                    const int i0 = 128 * q + 4 * lane;
+                    const float4 P = load_quad(row.p, row.p_dtype, base + i0);
+                    const float4 G = load_quad(row.g, row.g_dtype, base + i0);
+                    pv[4 * q] = P.x, pv[4 * q + 1] = P.y, pv[4 * q + 2] = P.z, pv[4 * q + 3] = P.w;
+                    gv[4 * q] = G.x, gv[4 * q + 1] = G.y, gv[4 * q + 2] = G.z, gv[4 * q + 3] = G.w;
+#pragma unroll
+                    for (int k = 0; k < 3; ++k) cw[k][q] = k < ns ? *reinterpret_cast<const uint32_t*>(codes[k] + i0) : 0u;
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < EPL; ++j) {
+                    const int i = lane + BNB_WARP * j;
+                    const bool ok = i < len;
+                    pv[j] = ok ? load_f(row.p, row.p_dtype, base + i) : 0.0f;
+                    gv[j] = ok ? load_f(row.g, row.g_dtype, base + i) : 0.0f;
+#pragma unroll
+                    for (int k = 0; k < 3; ++k) cw[k][j / 4] |= (ok && k < ns ? (uint32_t)codes[k][i] : 0u) << (8 * (j % 4));
+                }
+            }
+            float kept[3][EPL];
 #pragma unroll
             for (int j = 0; j < EPL; ++j) {
-                const int i = lane + BNB_WARP * j;
-                if (i >= len) break;
-                const float p = load_f(row.p, row.p_dtype, base + i);
-                const float g = load_f(row.g, row.g_dtype, base + i) * h.gnorm_scale;
+                const bool ok = quads || lane + BNB_WARP * j < len;
+                const float p = pv[j];
+                const float g = gv[j] * h.gnorm_scale;
                 float s[3];
 #pragma unroll
-                for (int k = 0; k < 3; ++k) s[k] = k < ns ? qk[k][codes[k][i]] * old_max[k] : 0.0f;
+                for (int k = 0; k < 3; ++k) s[k] = k < ns ? qk[k][(cw[k][j / 4] >> (8 * (j % 4))) & 0xffu] * old_max[k] : 0.0f;
                 const float u = update_direction(h, g, p, s);
+                if (!ok) s[0] = s[1] = s[2] = 0.0f;  // a slot past the block's end: no state, no norm
                 if (h.norm_pass) {
-                    su += (double)u * u;
-                    sp += (double)p * p;
+                    if (ok) su += (double)u * u, sp += (double)p * p;
                     continue;
                 }
-                store_f(row.p, row.p_dtype, base + i, new_param(h, p, u, lr));
+                pv[j] = new_param(h, p, u, lr);
 #pragma unroll
                 for (int k = 0; k < 3; ++k) {
                     kept[k][j] = s[k];
@@ -232,16 +292,36 @@ __global__ void BNB_OPT8_BOUNDS optimizer_8bit_kernel(const long long* table, in
                 add_norms(norms, t, su, sp);
                 continue;
             }
+            if (quads) {
+#pragma unroll
+                for (int q = 0; q < EPL / 4; ++q)
+                    store_quad(row.p, row.p_dtype, base + 128 * q + 4 * lane,
+                               float4{pv[4 * q], pv[4 * q + 1], pv[4 * q + 2], pv[4 * q + 3]});
+            } else {
+#pragma unroll
+                for (int j = 0; j < EPL; ++j)
+                    if (lane + BNB_WARP * j < len) store_f(row.p, row.p_dtype, base + lane + BNB_WARP * j, pv[j]);
+            }
 #pragma unroll
             for (int k = 0; k < 3; ++k) {
                 if (k >= ns) break;
                 const float block_max = warp_max(new_max[k]);
                 const float inv = inv_absmax(block_max);
+                if (quads) {
 #pragma unroll
-                for (int j = 0; j < EPL; ++j) {
-                    const int i = lane + BNB_WARP * j;
-                    if (i >= len) break;
-                    codes[k][i] = (uint8_t)nearest_index<256>(midk[k], scale_clamp(kept[k][j], inv));
+                    for (int q = 0; q < EPL / 4; ++q) {
+                        uint32_t w = 0;
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            w |= (uint32_t)nearest_index<256>(midk[k], scale_clamp(kept[k][4 * q + e], inv)) << (8 * e);
+                        *reinterpret_cast<uint32_t*>(codes[k] + 128 * q + 4 * lane) = w;
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < EPL; ++j) {
+                        const int i = lane + BNB_WARP * j;
+                        if (i < len) codes[k][i] = (uint8_t)nearest_index<256>(midk[k], scale_clamp(kept[k][j], inv));
+                    }
                 }
                 if (lane == 0) *absmax[k] = block_max;
             }
@@ -299,13 +379,19 @@ unsigned int resident_grid(Kernel kernel, int64_t needed) {
     return (unsigned int)(needed < 1 ? 1 : (needed < resident ? needed : resident));
 }
 
-template <int EPL>
+template <int EPL, int MINB>
 int launch_8bit(const long long* table, int n_tensors, long long total_work, const float* qmap1, const float* qmap2,
                 const bnb_optim_params* params, double* norms, void* stream) {
-    const unsigned int grid = resident_grid(optimizer_8bit_kernel<EPL>, ceil_div(total_work, kWarps));
-    optimizer_8bit_kernel<EPL><<<grid, kThreads, 0, (cudaStream_t)stream>>>(table, n_tensors, total_work, qmap1,
+    const unsigned int grid = resident_grid(optimizer_8bit_kernel<EPL, MINB>, ceil_div(total_work, kWarps));
+    optimizer_8bit_kernel<EPL, MINB><<<grid, kThreads, 0, (cudaStream_t)stream>>>(table, n_tensors, total_work, qmap1,
                                                                              qmap2, *params, norms);
     BNB_RETURN_LAUNCH_ERROR();
+}
+
+// BNB_API_CUDA_OPT8_BLOCKS (sweeps only): the blocks-per-SM build of the blocksize-256 kernel; 0 when unset.
+int sweep_opt8_blocks() {
+    const char* env = getenv("BNB_API_CUDA_OPT8_BLOCKS");
+    return env != nullptr ? atoi(env) : 0;
 }
 
 bool bad_params(const bnb_optim_params* h, int n_tensors, long long total_work) {
@@ -336,10 +422,13 @@ extern "C" int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, lo
         if (qmap2 == nullptr) return (int)cudaErrorInvalidValue;
     if (n_tensors == 0 || total_work == 0) return 0;
     switch (params->blocksize) {  // registers hold a lane's states for the usual blocksizes
-        case 64: return launch_8bit<2>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
-        case 128: return launch_8bit<4>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
-        case 256: return launch_8bit<8>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
-        case 512: return launch_8bit<16>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
-        default: return launch_8bit<0>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 64: return launch_8bit<2, 3>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 128: return launch_8bit<4, 3>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 256:
+            if (sweep_opt8_blocks() == 3)
+                return launch_8bit<8, 3>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+            return launch_8bit<8, 2>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        case 512: return launch_8bit<16, 1>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
+        default: return launch_8bit<0, 3>(table, n_tensors, total_work, qmap1, qmap2, params, norms, stream);
     }
 }
