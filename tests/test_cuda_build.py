@@ -199,20 +199,28 @@ def test_emulated_gemv_4bit(emu, dtype, N, K, nested):
     torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
 
 
-@pytest.mark.parametrize("shape", ["1,2", "1,4", "2,2", "2,4", "4,2", "4,4", "9,9"])
+@pytest.mark.parametrize("shape", ["1,2", "1,4", "2,2", "2,4", "4,2", "4,4", "w1,4", "w1,8", "w2,4", "w2,8", "w4,4",
+                                   "w4,8", "9,9", "w2,2"])  # fmt: skip
 def test_emulated_gemv_4bit_tile_shapes(emu, shape, monkeypatch):
-    """Every tile shape of the fast path (rows per warp, chunks per lane; "9,9" is not one: the default
-    serves), over several tiles per row (K = 8224: 257 chunks) and a partial row group (N = 7)."""
+    """Every layout and shape of the fast path (16-byte chunks "R,U" or 4-byte words "wR,W"; "9,9" and "w2,2"
+    are not shapes: the default serves), over several tiles per row (K = 8224: 257 chunks, 1028 words) and
+    a partial row group (N = 7)."""
     monkeypatch.setenv("BNB_API_CUDA_GEMV_SHAPE", shape)
     N, K = 7, 8224
     torch.manual_seed(3)
     packed, absmax = REF["quantize_4bit"](torch.randn(N, K), 128, "fp4", torch.uint8)
     A = torch.randn(1, K, dtype=torch.bfloat16)
-    args = (A, packed.view(-1), [N, K], absmax, code_books.code_4bit("fp4"), 128)
-    got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
     exact = A.double() @ REF["dequantize_4bit"](packed.view(-1), absmax, 128, "fp4", [N, K], torch.float64).T
-    torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16] * K**0.5)
-    torch.testing.assert_close(got.double(), exact, rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16] * K**0.5)
+    offset = absmax.mean()
+    q, nested_absmax = REF["quantize_blockwise"](absmax - offset, code_books.dynamic_map(), 256)
+    nested = (nested_absmax, code_books.dynamic_map(), offset.reshape(1), 256)
+    for stats in ((absmax,), (q, *nested)):
+        args = (A, packed.view(-1), [N, K], stats[0], code_books.code_4bit("fp4"), 128, *stats[1:])
+        got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
+        tol = dict(rtol=TOL[torch.bfloat16], atol=TOL[torch.bfloat16] * K**0.5)
+        torch.testing.assert_close(got.float(), ref.float(), **tol)
+        if len(stats) == 1:  # nested statistics round the absmax: only the plain ones match float64 math
+            torch.testing.assert_close(got.double(), exact, **tol)
 
 
 @pytest.mark.parametrize("K", [32, 64, 4096])
@@ -280,13 +288,17 @@ HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3,
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("eight_bit,blocksize,opt8_blocks", [(False, 128, ""), (True, 64, ""), (True, 128, ""),
-                                                               (True, 256, ""), (True, 256, "3"), (True, 512, ""),
-                                                               (True, 2048, "")])  # fmt: skip
-def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize, opt8_blocks, monkeypatch):
+@pytest.mark.parametrize("eight_bit,blocksize,knobs", [(False, 128, ""), (True, 64, ""), (True, 128, ""),
+                                                        (True, 256, ""), (True, 256, "BLOCKS=2,AHEAD=0"),
+                                                        (True, 256, "BLOCKS=4,AHEAD=3,GENERIC=1"), (True, 512, ""),
+                                                        (True, 2048, "")])  # fmt: skip
+def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize, knobs, monkeypatch):
     """blocksize 64 to 512: states kept in registers (one sweep; full blocks of aligned tensors in 16-byte
-    loads, the rest element by element); 2048: the two-sweep path. opt8_blocks: the sweep-only build."""
-    monkeypatch.setenv("BNB_API_CUDA_OPT8_BLOCKS", opt8_blocks)
+    loads, the rest element by element); 2048: the two-sweep path. blocksize 256 has a kernel per optimizer
+    and the sweep knobs (blocks per SM, prefetch distance, the any-optimizer kernel)."""
+    for knob in filter(None, knobs.split(",")):
+        name, value = knob.split("=")
+        monkeypatch.setenv(f"BNB_API_CUDA_OPT8_{name}", value)
     sizes, dtypes = (3001, 77, 130), (torch.float32, torch.bfloat16, torch.float16)
     for max_unorm in (0.0, 0.02):
         cases = [_opt_case(optimizer, n, eight_bit, dt, max_unorm, i, blocksize)
