@@ -199,12 +199,12 @@ def test_emulated_gemv_4bit(emu, dtype, N, K, nested):
     torch.testing.assert_close(got.float(), ref.float(), rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
 
 
-@pytest.mark.parametrize("shape", ["1,2", "1,4", "2,2", "2,4", "4,2", "4,4", "w1,4", "w1,8", "w2,4", "w2,8", "w4,4",
-                                   "w4,8", "9,9", "w2,2"])  # fmt: skip
+@pytest.mark.parametrize("shape", ["1,2", "1,2,6", "1,2,8", "1,4", "2,2", "2,2,6", "2,2,8", "2,4", "4,2", "4,4", "9,9",
+                                   "4,4,8"])  # fmt: skip
 def test_emulated_gemv_4bit_tile_shapes(emu, shape, monkeypatch):
-    """Every layout and shape of the fast path (16-byte chunks "R,U" or 4-byte words "wR,W"; "9,9" and "w2,2"
-    are not shapes: the default serves), over several tiles per row (K = 8224: 257 chunks, 1028 words) and
-    a partial row group (N = 7)."""
+    """Every shape of the fast path ("R,U[,M]": rows per warp, chunks per lane, register bound; "9,9" and
+    "4,4,8" are not shapes: the default serves), over several tiles per row (K = 8224: 257 chunks) and a
+    partial row group (N = 7)."""
     monkeypatch.setenv("BNB_API_CUDA_GEMV_SHAPE", shape)
     N, K = 7, 8224
     torch.manual_seed(3)
@@ -289,13 +289,13 @@ HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3,
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("eight_bit,blocksize,knobs", [(False, 128, ""), (True, 64, ""), (True, 128, ""),
-                                                        (True, 256, ""), (True, 256, "BLOCKS=2,AHEAD=0"),
-                                                        (True, 256, "BLOCKS=4,AHEAD=3,GENERIC=1"), (True, 512, ""),
+                                                        (True, 256, ""), (True, 256, "BLOCKS=2"),
+                                                        (True, 256, "BLOCKS=4,GENERIC=1"), (True, 512, ""),
                                                         (True, 2048, "")])  # fmt: skip
 def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize, knobs, monkeypatch):
     """blocksize 64 to 512: states kept in registers (one sweep; full blocks of aligned tensors in 16-byte
     loads, the rest element by element); 2048: the two-sweep path. blocksize 256 has a kernel per optimizer
-    and the sweep knobs (blocks per SM, prefetch distance, the any-optimizer kernel)."""
+    and the sweep knobs (blocks per SM, the any-optimizer kernel)."""
     for knob in filter(None, knobs.split(",")):
         name, value = knob.split("=")
         monkeypatch.setenv(f"BNB_API_CUDA_OPT8_{name}", value)

@@ -124,12 +124,3 @@ __device__ __forceinline__ int bnb_dp4a(int a, int b, int c) {
     return __dp4a(a, b, c);
 #endif
 }
-
-// Ask L2 to fetch the line holding p (a hint: no fault, no result).
-__device__ __forceinline__ void bnb_prefetch_l2(const void* p) {
-#if defined(BNB_HIP) || defined(BNB_EMULATION)
-    (void)p;
-#else
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-#endif
-}

@@ -136,8 +136,8 @@ struct Tile {
 // product with the codes is scaled by its block's absmax once (a float rounding difference from the
 // reference's per-weight scaling, inside the contract's dot-product tolerance); a row whose result is
 // inf or NaN is recomputed per weight (row_dot_per_weight).
-template <int R, int U>
-__global__ void __launch_bounds__(kThreads) gemv_4bit_tile_kernel(const void* A, int dtype, const uint8_t* B,
+template <int R, int U, int M>
+__global__ void __launch_bounds__(kThreads, M) gemv_4bit_tile_kernel(const void* A, int dtype, const uint8_t* B,
                                                                   Absmax absmax, const float* nested_code,
                                                                   const float* nested_offset, const float* code,
                                                                   void* out, int64_t N, int64_t K, int block_shift) {
@@ -187,106 +187,6 @@ __global__ void __launch_bounds__(kThreads) gemv_4bit_tile_kernel(const void* A,
     }
 }
 
-// The 8 activations A[8 w .. 8 w + 7] as float32 (one 16-byte load for 16-bit A, two for float32).
-__device__ __forceinline__ void load_a8(const void* A, int dtype, int64_t w, float a[8]) {
-    if (dtype == BNB_F32) {
-        const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(A) + 8 * w);
-        const float4 f0 = p[0], f1 = p[1];
-        a[0] = f0.x, a[1] = f0.y, a[2] = f0.z, a[3] = f0.w, a[4] = f1.x, a[5] = f1.y, a[6] = f1.z, a[7] = f1.w;
-        return;
-    }
-    const uint4 v = reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(A) + 8 * w)[0];
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int h = 0; h < 4; ++h) {
-        const uint16_t lo = (uint16_t)(words[h] & 0xffffu), hi = (uint16_t)(words[h] >> 16);
-        a[2 * h] = dtype == BNB_F16 ? __half2float(__ushort_as_half(lo)) : bf16_bits_to_float(lo);
-        a[2 * h + 1] = dtype == BNB_F16 ? __half2float(__ushort_as_half(hi)) : bf16_bits_to_float(hi);
-    }
-}
-
-// sum_e a[e] * table[code e of word q] over one 4-byte word (8 codes, high nibble first), in two chains.
-__device__ __forceinline__ float word_dot(const float a[8], uint32_t q, const float* table) {
-    float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-    for (int b = 0; b < 4; ++b) {
-        const uint32_t byte = (q >> (8 * b)) & 0xffu;
-        s0 = fmaf(a[2 * b], table[byte >> 4], s0);
-        s1 = fmaf(a[2 * b + 1], table[byte & 0xfu], s1);
-    }
-    return s0 + s1;
-}
-
-// Word layout of the fast path: lane l of a warp takes 4-byte words (8 codes) w0 + l + 32 j of each of its R
-// rows, so both the weight words and the activations they meet (16 bytes per lane) are read in whole,
-// consecutive lines: a quarter of the L1 wavefronts of the 16-byte-chunk layout, whose lanes read
-// activations 64 bytes apart. Otherwise as gemv_4bit_tile_kernel (loads of a tile issued before use,
-// the first tile before the table barrier, scale once per word, non-finite rows recomputed).
-template <int R, int W>
-__global__ void __launch_bounds__(kThreads) gemv_4bit_word_kernel(const void* A, int dtype, const uint8_t* B,
-                                                                  Absmax absmax, const float* nested_code,
-                                                                  const float* nested_offset, const float* code,
-                                                                  void* out, int64_t N, int64_t K, int block_shift) {
-    __shared__ float table[16];
-    __shared__ float ncode[256];
-    const int lane = threadIdx.x % BNB_WARP;
-    const int64_t words = K / 8;
-    const uint32_t* B32 = reinterpret_cast<const uint32_t*>(B);
-    const int64_t stride = (int64_t)gridDim.x * kWarps * R;
-    int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * R;
-    uint32_t q[R][W];
-    Absmax::Raw sc[R][W];
-    auto load = [&](int64_t w0) {
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-#pragma unroll
-            for (int j = 0; j < W; ++j) {
-                const int64_t row = row0 + r, w = w0 + lane + BNB_WARP * j;
-                const bool ok = row < N && w < words;
-                q[r][j] = ok ? B32[row * words + w] : 0u;
-                sc[r][j] = ok ? absmax.raw((row * K + 8 * w) >> block_shift) : Absmax::Raw{0.0f, 0u};
-            }
-        }
-    };
-    load(0);  // in flight while the tables are staged
-    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
-    if (nested_code != nullptr) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
-        absmax.offset = *nested_offset;
-    }
-    absmax.nested_code = ncode;
-    __syncthreads();
-    float acc[R] = {};
-    int64_t w0 = 0;
-    while (row0 < N) {
-#pragma unroll
-        for (int j = 0; j < W; ++j) {
-            const int64_t w = w0 + lane + BNB_WARP * j;
-            if (w >= words) break;  // the tile's loads are all issued: this branch costs no parallelism
-            float a[8];
-            load_a8(A, dtype, w, a);
-#pragma unroll
-            for (int r = 0; r < R; ++r) acc[r] = fmaf(word_dot(a, q[r][j], table), absmax.value(sc[r][j]), acc[r]);
-        }
-        w0 += BNB_WARP * W;
-        if (w0 >= words) {  // the row group is done (warp-uniform)
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                float total = warp_sum(acc[r]);
-                acc[r] = 0.0f;
-                if (row0 + r >= N) break;
-                if (!isfinite(total))
-                    total = row_dot_per_weight(A, dtype, reinterpret_cast<const uint4*>(B), absmax, table, row0 + r,
-                                               K, block_shift, lane);
-                if (lane == 0) store_f(out, dtype, row0 + r, total);
-            }
-            row0 += stride;
-            w0 = 0;
-        }
-        if (row0 < N) load(w0);
-    }
-}
-
 // General path (any K, any alignment): a warp per row, one code at a time.
 __global__ void gemv_4bit_scalar_kernel(const void* A, int dtype, const uint8_t* B, Absmax absmax,
                                         const float* nested_code, const float* nested_offset, const float* code, void* out, int64_t N,
@@ -321,40 +221,31 @@ int log2_of(int v) {
     return s;
 }
 
-template <int R, int U>
+template <int R, int U, int M>
 int launch_tile(const void* A, int a_dtype, const uint8_t* B, const Absmax& absmax, const float* nested_code,
                 const float* nested_offset, const float* code, void* out, int64_t N, int64_t K, int block_shift,
                 cudaStream_t stream) {
-    gemv_4bit_tile_kernel<R, U><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
+    gemv_4bit_tile_kernel<R, U, M><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
         A, a_dtype, B, absmax, nested_code, nested_offset, code, out, N, K, block_shift);
     BNB_RETURN_LAUNCH_ERROR();
 }
 
-template <int R, int W>
-int launch_word(const void* A, int a_dtype, const uint8_t* B, const Absmax& absmax, const float* nested_code,
-                const float* nested_offset, const float* code, void* out, int64_t N, int64_t K, int block_shift,
-                cudaStream_t stream) {
-    gemv_4bit_word_kernel<R, W><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
-        A, a_dtype, B, absmax, nested_code, nested_offset, code, out, N, K, block_shift);
-    BNB_RETURN_LAUNCH_ERROR();
-}
-
-// Layout, rows per warp and loads per lane of the fast path: "tile" (16-byte chunks, U per lane per row) or
-// "word" (4-byte words, W per lane per row). The shipped one is chosen by sweeps on an H100 (ci/gpu_check.sh);
-// BNB_API_CUDA_GEMV_SHAPE="R,U" (tile: R in 1, 2, 4; U in 2, 4) or "wR,W" (word: R in 1, 2, 4; W in 4, 8), read
-// at each call (a getenv is far cheaper than the launch), overrides it for sweeps and tests.
+// Rows per warp and chunks per lane of the fast path, and the blocks per SM its registers must allow
+// (0: no bound). The shipped shape won the H100 sweeps (ci/gpu_check.sh, README): 2 rows x 2 chunks 21.6 us,
+// 2 x 4 23.7, 4 x 2 23.7, 1 x 2 24.5, 1 x 4 25.2, 4 x 4 31.2 (11008x4096, cold L2). A layout of 4-byte words
+// per lane, whose activation loads fill whole lines, was slower (27-30 us) and was dropped.
+// BNB_API_CUDA_GEMV_SHAPE="R,U[,M]" (R in 1, 2, 4; U in 2, 4; M in 0, 6, 8 for R,U = 2,2 or 1,2), read at each
+// call (a getenv is far cheaper than the launch), overrides it for sweeps and tests.
 struct TileShape {
-    bool word;
-    int rows, per_lane;
+    int rows, chunks, min_blocks;
 };
 TileShape tile_shape() {
-    TileShape shape{false, 2, 2};
+    TileShape shape{2, 2, 0};
     if (const char* env = getenv("BNB_API_CUDA_GEMV_SHAPE")) {
-        const bool word = env[0] == 'w';
-        int r = 0, u = 0;
-        if (sscanf(env + (word ? 1 : 0), "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) &&
-            (word ? (u == 4 || u == 8) : (u == 2 || u == 4)))
-            shape = {word, r, u};
+        int r = 0, u = 0, m = 0;
+        const int n = sscanf(env, "%d,%d,%d", &r, &u, &m);
+        const bool bounded = (m == 6 || m == 8) && u == 2 && (r == 1 || r == 2);
+        if (n >= 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4) && (m == 0 || bounded)) shape = {r, u, m};
     }
     return shape;
 }
@@ -385,24 +276,20 @@ extern "C" int bnb_cuda_gemv_4bit(const void* A, int a_dtype, const unsigned cha
         BNB_RETURN_LAUNCH_ERROR();
     }
     const TileShape shape = tile_shape();
-    const int key = (shape.word ? 100 : 0) + shape.rows * 10 + shape.per_lane;
-#define BNB_GEMV_CASE(R, U) \
-    case R * 10 + U: return launch_tile<R, U>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
-    switch (key) {
-        BNB_GEMV_CASE(1, 2)
-        BNB_GEMV_CASE(1, 4)
-        BNB_GEMV_CASE(4, 2)
-        BNB_GEMV_CASE(4, 4)
-#define BNB_GEMV_WORD_CASE(R, W) \
-    case 100 + R * 10 + W: return launch_word<R, W>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
-        BNB_GEMV_WORD_CASE(1, 4)
-        BNB_GEMV_WORD_CASE(1, 8)
-        BNB_GEMV_WORD_CASE(2, 4)
-        BNB_GEMV_WORD_CASE(2, 8)
-        BNB_GEMV_WORD_CASE(4, 4)
-        BNB_GEMV_WORD_CASE(4, 8)
-        default: return launch_tile<2, 2>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+#define BNB_GEMV_CASE(R, U, M)              \
+    case R * 100 + U * 10 + M: \
+        return launch_tile<R, U, M>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+    switch (shape.rows * 100 + shape.chunks * 10 + shape.min_blocks) {
+        BNB_GEMV_CASE(1, 2, 0)
+        BNB_GEMV_CASE(1, 2, 6)
+        BNB_GEMV_CASE(1, 2, 8)
+        BNB_GEMV_CASE(1, 4, 0)
+        BNB_GEMV_CASE(2, 2, 6)
+        BNB_GEMV_CASE(2, 2, 8)
+        BNB_GEMV_CASE(2, 4, 0)
+        BNB_GEMV_CASE(4, 2, 0)
+        BNB_GEMV_CASE(4, 4, 0)
+        default: return launch_tile<2, 2, 0>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
     }
 #undef BNB_GEMV_CASE
-#undef BNB_GEMV_WORD_CASE
 }

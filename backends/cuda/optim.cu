@@ -184,37 +184,6 @@ __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, in
     }
 }
 
-// The 128-byte lines of bytes [first, first + n) of a tensor: every line holds a byte of it (n > 0).
-struct LineSpan {
-    const char* line0;
-    int lines;
-    __device__ __forceinline__ LineSpan(const void* first, int64_t n) {
-        const uintptr_t a = (uintptr_t)first;
-        line0 = (const char*)(a & ~(uintptr_t)127);
-        lines = (int)(((a + n - 1) >> 7) - (a >> 7) + 1);
-    }
-};
-
-// Ask L2 for quantization block `blk` of `row` (p, g and the state codes; only lines holding a byte of
-// them, so never an address outside the tensors): lane l takes the l-th line, 32 at a time.
-__device__ __forceinline__ void prefetch_block(const TensorRow& row, int ns, int bs, int64_t blk, int lane) {
-    const int64_t base = blk * bs;
-    if (base >= row.n) return;
-    const int64_t len = min((int64_t)bs, row.n - base);
-    const int pe = row.p_dtype == BNB_F32 ? 4 : 2, ge = row.g_dtype == BNB_F32 ? 4 : 2;
-    const LineSpan spans[5] = {LineSpan((const char*)row.p + base * pe, len * pe),
-                               LineSpan((const char*)row.g + base * ge, len * ge),
-                               LineSpan((const char*)row.s1 + base, len),
-                               LineSpan((const char*)(ns == 3 ? row.s1 : row.s2) + (ns == 3 ? row.n : 0) + base, len),
-                               LineSpan((const char*)row.s2 + base, len)};
-    const int n_spans = 2 + ns;
-    int line = lane;
-    for (int k = 0; k < n_spans; ++k) {
-        for (; line < spans[k].lines; line += BNB_WARP) bnb_prefetch_l2(spans[k].line0 + 128 * line);
-        line -= spans[k].lines;
-    }
-}
-
 // 8-bit blockwise states: a logical warp per quantization block, the CUDA blocks looping over the
 // quantization blocks (a grid that fills the device once, so the code books are staged in shared
 // memory once per CUDA block, not once per 8 quantization blocks).
@@ -223,18 +192,17 @@ __device__ __forceinline__ void prefetch_block(const TensorRow& row, int ns, int
 // reads p, g and the codes, writes the parameter and keeps the states; the warp's new absmax follows,
 // then the codes are written from the registers. EPL == 0 (any blocksize): two sweeps, the second
 // recomputing the states from the still-unchanged codes. Both orders give the same bits.
-// MINB: 256-thread blocks per SM that the register cap must allow (__launch_bounds__). Chosen per EPL so
-// that no state spills: 3 up to EPL 4 (80 registers), 2 for EPL 8 (115), 1 for EPL 16. H100, 64M-parameter
-// 8-bit AdamW (EPL 8), before the loads were batched: 2 blocks 1.39 ms, 3 blocks 1.11 ms (spilling).
-// BNB_API_CUDA_OPT8_BLOCKS=3 selects the 3-block build of EPL 8 for sweeps.
+// MINB: 256-thread blocks per SM that the register cap must allow (__launch_bounds__): 3 up to EPL 8
+// (80 registers; the per-optimizer kernels of EPL 8 spill at most a few bytes), 1 for EPL 16. H100 sweep,
+// 64M-parameter 8-bit AdamW (EPL 8): 2 blocks 0.703 ms, 3 blocks 0.654 ms, 4 blocks 0.727 ms.
 //
 // OPT >= 0: the kernel of that one optimizer (its id a compile-time constant: no per-element switch, only
-// its states' registers); OPT == -1 serves any optimizer. `ahead` > 0: each warp asks L2 for the block it
-// will take `ahead` loop turns later (one 128-byte line per lane), so its loads then wait on L2, not DRAM.
+// its states' registers); OPT == -1 serves any optimizer. H100, 64M-parameter 8-bit AdamW: the per-optimizer
+// kernel 0.654 ms (55% of the copy bandwidth), the any-optimizer one 0.869 ms. An L2 prefetch of the block a
+// warp takes next made it slower (0.688 ms one block ahead, 0.704 two) and was dropped.
 template <int EPL, int MINB, int OPT>
 __global__ void __launch_bounds__(kThreads, MINB) optimizer_8bit_kernel(const long long* table, int n_tensors, int64_t total_blocks,
-                                      const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms,
-                                      int ahead) {
+                                      const float* qmap1, const float* qmap2, bnb_optim_params h, double* norms) {
     if constexpr (OPT >= 0) h.optimizer = OPT;  // constant from here on: the compiler folds every switch on it
     __shared__ float q1[256], q2[256], mid1[255], mid2[255];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) {
@@ -258,7 +226,6 @@ __global__ void __launch_bounds__(kThreads, MINB) optimizer_8bit_kernel(const lo
         const int64_t nb = ceil_div(row.n, bs);
         const int64_t base = blk * bs;
         const int len = (int)min((int64_t)bs, row.n - base);
-        if (ahead > 0) prefetch_block(row, ns, bs, qb + (int64_t)ahead * gridDim.x * kWarps - row.start, lane);
         uint8_t* codes[3] = {(uint8_t*)row.s1 + base, nullptr, nullptr};
         float* absmax[3] = {row.absmax1 + blk, nullptr, nullptr};
         if (ns == 3) {
@@ -419,7 +386,6 @@ unsigned int resident_grid(Kernel kernel, int64_t needed) {
 
 // Tuning knobs for sweeps on new GPUs (read at each launch; a getenv is far cheaper than the launch):
 // BNB_API_CUDA_OPT8_BLOCKS: the blocks-per-SM build of the blocksize-256 kernel (2 or 3);
-// BNB_API_CUDA_OPT8_AHEAD: how many loop turns ahead a warp prefetches into L2 (0: none);
 // BNB_API_CUDA_OPT8_GENERIC=1: the any-optimizer kernel instead of the per-optimizer one.
 int sweep_knob(const char* name, int fallback) {
     const char* env = getenv(name);
@@ -431,7 +397,7 @@ int launch_8bit(const long long* table, int n_tensors, long long total_work, con
                 const bnb_optim_params* params, double* norms, void* stream) {
     const unsigned int grid = resident_grid(optimizer_8bit_kernel<EPL, MINB, OPT>, ceil_div(total_work, kWarps));
     optimizer_8bit_kernel<EPL, MINB, OPT><<<grid, kThreads, 0, (cudaStream_t)stream>>>(
-        table, n_tensors, total_work, qmap1, qmap2, *params, norms, sweep_knob("BNB_API_CUDA_OPT8_AHEAD", 1));
+        table, n_tensors, total_work, qmap1, qmap2, *params, norms);
     BNB_RETURN_LAUNCH_ERROR();
 }
 
