@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check, for a session that HAS a CUDA GPU (e.g. the device tool; ~8 minutes):
+# The whole GPU check, for a session that HAS a CUDA GPU (e.g. the device tool; about 3 minutes on an H100):
 #   1. builds libbnb_api_cuda.so for this GPU's architecture (+ compute_90 PTX),
 #   2. runs the conformance suite on cuda (quick),
 #   3. runs ci/gpu_e2e.py (Linear4bit, Linear8bitLt, optimizers and state dicts on the GPU against the cpu),

@@ -136,8 +136,8 @@ struct Tile {
 // product with the codes is scaled by its block's absmax once (a float rounding difference from the
 // reference's per-weight scaling, inside the contract's dot-product tolerance); a row whose result is
 // inf or NaN is recomputed per weight (row_dot_per_weight).
-template <int R, int U, int M>
-__global__ void __launch_bounds__(kThreads, M) gemv_4bit_tile_kernel(const void* A, int dtype, const uint8_t* B,
+template <int R, int U>
+__global__ void __launch_bounds__(kThreads) gemv_4bit_tile_kernel(const void* A, int dtype, const uint8_t* B,
                                                                   Absmax absmax, const float* nested_code,
                                                                   const float* nested_offset, const float* code,
                                                                   void* out, int64_t N, int64_t K, int block_shift) {
@@ -221,31 +221,29 @@ int log2_of(int v) {
     return s;
 }
 
-template <int R, int U, int M>
+template <int R, int U>
 int launch_tile(const void* A, int a_dtype, const uint8_t* B, const Absmax& absmax, const float* nested_code,
                 const float* nested_offset, const float* code, void* out, int64_t N, int64_t K, int block_shift,
                 cudaStream_t stream) {
-    gemv_4bit_tile_kernel<R, U, M><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
+    gemv_4bit_tile_kernel<R, U><<<grid_for(ceil_div(N, R), kWarps), kThreads, 0, stream>>>(
         A, a_dtype, B, absmax, nested_code, nested_offset, code, out, N, K, block_shift);
     BNB_RETURN_LAUNCH_ERROR();
 }
 
-// Rows per warp and chunks per lane of the fast path, and the blocks per SM its registers must allow
-// (0: no bound). The shipped shape won the H100 sweeps (ci/gpu_check.sh, README): 2 rows x 2 chunks 21.6 us,
-// 2 x 4 23.7, 4 x 2 23.7, 1 x 2 24.5, 1 x 4 25.2, 4 x 4 31.2 (11008x4096, cold L2). A layout of 4-byte words
-// per lane, whose activation loads fill whole lines, was slower (27-30 us) and was dropped.
-// BNB_API_CUDA_GEMV_SHAPE="R,U[,M]" (R in 1, 2, 4; U in 2, 4; M in 0, 6, 8 for R,U = 2,2 or 1,2), read at each
-// call (a getenv is far cheaper than the launch), overrides it for sweeps and tests.
+// Rows per warp and chunks per lane of the fast path. The shipped shape won the H100 sweeps (ci/gpu_check.sh,
+// README): 2 rows x 2 chunks 21.6 us, 2 x 4 23.7, 4 x 2 23.7, 1 x 2 24.5, 1 x 4 25.2, 4 x 4 31.2 (11008x4096,
+// cold L2). Slower and dropped: a layout of 4-byte words per lane, whose activation loads fill whole lines
+// (27-30 us), and register bounds for more resident warps (2 x 2 at 80 registers 22.0 us, at 64 29.0).
+// BNB_API_CUDA_GEMV_SHAPE="R,U" (R in 1, 2, 4; U in 2, 4), read at each call (a getenv is far cheaper than the
+// launch), overrides it for sweeps and tests.
 struct TileShape {
-    int rows, chunks, min_blocks;
+    int rows, chunks;
 };
 TileShape tile_shape() {
-    TileShape shape{2, 2, 0};
+    TileShape shape{2, 2};
     if (const char* env = getenv("BNB_API_CUDA_GEMV_SHAPE")) {
-        int r = 0, u = 0, m = 0;
-        const int n = sscanf(env, "%d,%d,%d", &r, &u, &m);
-        const bool bounded = (m == 6 || m == 8) && u == 2 && (r == 1 || r == 2);
-        if (n >= 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4) && (m == 0 || bounded)) shape = {r, u, m};
+        int r = 0, u = 0;
+        if (sscanf(env, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4)) shape = {r, u};
     }
     return shape;
 }
@@ -276,20 +274,15 @@ extern "C" int bnb_cuda_gemv_4bit(const void* A, int a_dtype, const unsigned cha
         BNB_RETURN_LAUNCH_ERROR();
     }
     const TileShape shape = tile_shape();
-#define BNB_GEMV_CASE(R, U, M)              \
-    case R * 100 + U * 10 + M: \
-        return launch_tile<R, U, M>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
-    switch (shape.rows * 100 + shape.chunks * 10 + shape.min_blocks) {
-        BNB_GEMV_CASE(1, 2, 0)
-        BNB_GEMV_CASE(1, 2, 6)
-        BNB_GEMV_CASE(1, 2, 8)
-        BNB_GEMV_CASE(1, 4, 0)
-        BNB_GEMV_CASE(2, 2, 6)
-        BNB_GEMV_CASE(2, 2, 8)
-        BNB_GEMV_CASE(2, 4, 0)
-        BNB_GEMV_CASE(4, 2, 0)
-        BNB_GEMV_CASE(4, 4, 0)
-        default: return launch_tile<2, 2, 0>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+#define BNB_GEMV_CASE(R, U) \
+    case R * 10 + U: return launch_tile<R, U>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
+    switch (shape.rows * 10 + shape.chunks) {
+        BNB_GEMV_CASE(1, 2)
+        BNB_GEMV_CASE(1, 4)
+        BNB_GEMV_CASE(2, 4)
+        BNB_GEMV_CASE(4, 2)
+        BNB_GEMV_CASE(4, 4)
+        default: return launch_tile<2, 2>(A, a_dtype, B, absmax, ncode, noffset, code, out, N, K, shift, s);
     }
 #undef BNB_GEMV_CASE
 }
