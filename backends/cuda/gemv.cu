@@ -107,6 +107,18 @@ __device__ float row_dot_per_weight(const void* A, int dtype, const uint4* B16, 
     return warp_sum(s);
 }
 
+// Copy the 4-bit code book (16) and, for nested statistics, the absmax code book (256) into the block's shared
+// memory and point `absmax` at them (the caller then waits at a barrier before any lookup).
+__device__ __forceinline__ void stage_tables(float* table, float* ncode, const float* code, const float* nested_code,
+                                             const float* nested_offset, Absmax& absmax) {
+    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
+    if (nested_code != nullptr) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
+        absmax.offset = *nested_offset;
+    }
+    absmax.nested_code = ncode;
+}
+
 // The weights of one tile: R rows x U 16-byte chunks per lane (chunk c0 + lane + 32 u of each row), with
 // their raw block scales. Out-of-range rows and chunks load nothing and hold zero codes and scales.
 template <int R, int U>
@@ -150,12 +162,7 @@ __global__ void __launch_bounds__(kThreads) gemv_4bit_tile_kernel(const void* A,
     int64_t row0 = ((int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP) * R;
     Tile<R, U> tile;
     tile.load(B16, absmax, row0, 0, N, K, block_shift, lane);  // in flight while the tables are staged
-    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
-    if (nested_code != nullptr) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
-        absmax.offset = *nested_offset;
-    }
-    absmax.nested_code = ncode;
+    stage_tables(table, ncode, code, nested_code, nested_offset, absmax);
     __syncthreads();
     float acc[R] = {};
     int64_t c0 = 0;
@@ -193,12 +200,7 @@ __global__ void gemv_4bit_scalar_kernel(const void* A, int dtype, const uint8_t*
                                         int64_t K, int block_shift) {
     __shared__ float table[16];
     __shared__ float ncode[256];
-    if (threadIdx.x < 16) table[threadIdx.x] = code[threadIdx.x];
-    if (nested_code != nullptr) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) ncode[i] = nested_code[i];
-        absmax.offset = *nested_offset;
-    }
-    absmax.nested_code = ncode;
+    stage_tables(table, ncode, code, nested_code, nested_offset, absmax);
     __syncthreads();
     const int lane = threadIdx.x % BNB_WARP;
     for (int64_t row = (int64_t)blockIdx.x * kWarps + threadIdx.x / BNB_WARP; row < N;
