@@ -327,3 +327,24 @@ def test_cublaslt_int_mm_helper_is_exact_or_declines():
     B = torch.randint(-127, 128, (24, 64), dtype=torch.int8, generator=g)
     assert torch.equal(_cublaslt_int_mm(A, B), REF["int8_linear_matmul"](A, B))
     assert _cublaslt_int_mm(A, B[:, :48]) is None  # K mismatch: torch raises, the helper declines
+
+
+def test_current_raw_stream_prefers_the_raw_accessor(monkeypatch):
+    """The stream handed to every kernel: torch's raw-stream accessor with the tensor's device index (the
+    current device when the tensor names none), else ``torch.cuda.current_stream(device).cuda_stream``."""
+    from bnb_api.backends.cuda import kernels
+
+    seen = []
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda index: seen.append(index) or 1000 + index,
+                        raising=False)  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert kernels._current_raw_stream(torch.device("cuda", 1)) == 1001
+    assert kernels._current_raw_stream(torch.device("cuda")) == 1003
+    assert seen == [1, 3]
+    monkeypatch.delattr(torch._C, "_cuda_getCurrentRawStream")
+
+    class FakeStream:
+        cuda_stream = 77
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: FakeStream())
+    assert kernels._current_raw_stream(torch.device("cuda", 0)) == 77

@@ -26,6 +26,17 @@ MAX_GRID_Y = 65535
 MATMUL_TILE = 64  # rows of A per CUDA block of the int8 matmul (grid.y)
 
 
+def _current_raw_stream(device: torch.device) -> int:
+    """The ``cudaStream_t`` (as an int) of torch's current stream on ``device``: through the raw-stream
+    accessor that torch's compiled code uses where this torch has it (a few times cheaper than building a
+    ``torch.cuda.Stream``), else ``torch.cuda.current_stream``."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return raw(index)
+    return torch.cuda.current_stream(device).cuda_stream
+
+
 def _device_guard(t: torch.Tensor):
     """Make ``t``'s device current for the call (kernels launch on the current device)."""
     if t.device.type == "cpu" or t.device.index is None or t.device.index == torch.cuda.current_device():
@@ -38,21 +49,24 @@ class GpuKernels:
 
     def __init__(self, library: NativeLibrary):
         self.library = library
+        self._dtype_codes: dict[torch.dtype, int] | None = None
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- helpers (on every call's path: batch-1 decoding pays their host time per layer and token) -----------
 
     def _ptr(self, t: torch.Tensor | None):
         ffi = self.library.ffi
         return ffi.NULL if t is None else ffi.cast("void *", t.data_ptr())
 
     def _dtype(self, dtype: torch.dtype) -> int:
-        lib = self.library.lib
-        return {torch.float32: lib.BNB_F32, torch.float16: lib.BNB_F16, torch.bfloat16: lib.BNB_BF16}[dtype]
+        if self._dtype_codes is None:
+            lib = self.library.lib
+            self._dtype_codes = {torch.float32: lib.BNB_F32, torch.float16: lib.BNB_F16, torch.bfloat16: lib.BNB_BF16}
+        return self._dtype_codes[dtype]
 
     def _stream(self, t: torch.Tensor):
         if t.device.type == "cpu":  # the CPU emulation of the kernels (emulate.py) takes no stream
             return self.library.ffi.NULL
-        return self.library.ffi.cast("void *", torch.cuda.current_stream(t.device).cuda_stream)
+        return self.library.ffi.cast("void *", _current_raw_stream(t.device))
 
     def _call(self, op: str, t: torch.Tensor, fn_name: str, *args) -> None:
         with _device_guard(t):

@@ -94,6 +94,8 @@ class NativeLibrary:
         return self._handles()[1]
 
     def _handles(self):
+        if self._loaded is not None:  # every kernel call comes here: skip the lock once loaded
+            return self._loaded
         error = self.load_error()
         if error is not None:
             raise BnbUnavailableError(f"{self.platform} kernels unavailable: {error}")
