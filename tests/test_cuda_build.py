@@ -221,6 +221,30 @@ def test_emulated_gemv_4bit_tile_shapes(emu, shape, monkeypatch):
             torch.testing.assert_close(got.double(), exact, **tol)
 
 
+@pytest.mark.parametrize("shape", ["m1,4", "m1,8", "m2,4", "m2,8"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_emulated_gemv_4bit_tensor_core_shapes(emu, shape, dtype, monkeypatch):
+    """The tensor-core kernel (the m16n8k16 product emulated with the PTX fragment layout): plain and nested
+    statistics, blocksizes 64 and 256, several span tiles per row (K = 1216: 19 spans) and a partial group of
+    rows (N = 13), against the reference and float64 math within the contract's tolerance."""
+    monkeypatch.setenv("BNB_API_CUDA_GEMV_SHAPE", shape)
+    N, K = 13, 1216
+    torch.manual_seed(7)
+    A = torch.randn(1, K).to(dtype)
+    tol = dict(rtol=TOL[dtype], atol=TOL[dtype] * K**0.5)
+    for blocksize in (64, 256):
+        packed, absmax = REF["quantize_4bit"](torch.randn(N, K), blocksize, "nf4", torch.uint8)
+        exact = A.double() @ REF["dequantize_4bit"](packed.view(-1), absmax, blocksize, "nf4", [N, K], torch.float64).T
+        offset = absmax.mean()
+        q, nested_absmax = REF["quantize_blockwise"](absmax - offset, code_books.dynamic_map(), 256)
+        for stats in ((absmax,), (q, nested_absmax, code_books.dynamic_map(), offset.reshape(1), 256)):
+            args = (A, packed.view(-1), [N, K], stats[0], code_books.code_4bit("nf4"), blocksize, *stats[1:])
+            got, ref = emu.gemv_4bit(*args), REF["gemv_4bit"](*args)
+            torch.testing.assert_close(got.float(), ref.float(), **tol)
+            if len(stats) == 1:
+                torch.testing.assert_close(got.double(), exact, **tol)
+
+
 @pytest.mark.parametrize("K", [32, 64, 4096])
 def test_emulated_gemv_4bit_overflow_is_not_finite_where_the_reference_is_not(emu, K):
     """Huge activations times huge scales: every product overflows float32. The reference rounds each

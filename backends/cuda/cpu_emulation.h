@@ -60,6 +60,7 @@ inline dim3 blockDim, gridDim;
 struct EmuWarp {
     std::barrier<> bar{32};
     double buf[32]; /* float and double lanes (a float round-trips exactly) */
+    uint32_t mma_a[32][4], mma_b[32][2];
 };
 inline thread_local EmuWarp* emu_warp = nullptr;
 inline thread_local std::barrier<>* emu_block = nullptr;
@@ -77,7 +78,45 @@ inline T __shfl_xor_sync(unsigned, T v, int m) {
 }
 
 inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 of one warp, with the PTX fragment layout
+// (g = lane / 4, t = lane % 4; the low half of a register is the lower index):
+//   a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]
+//   b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; c/d0..3 = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
+// Products are exact in float32; the sum runs over k in order.
+inline float emu_half_bits(uint32_t h, bool bf16) {
+    if (bf16) return __uint_as_float(h << 16);
+    _Float16 v;
+    const uint16_t b = (uint16_t)h;
+    std::memcpy(&v, &b, 2);
+    return (float)v;
+}
+inline void emu_mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline void emu_mma_m16n8k16(bool bf16, float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+    const int lane = threadIdx.x % 32;
+    for (int i = 0; i < 4; ++i) emu_warp->mma_a[lane][i] = a[i];
+    for (int i = 0; i < 2; ++i) emu_warp->mma_b[lane][i] = b[i];
+    emu_warp->bar.arrive_and_wait();
+    auto A = [&](int row, int k) {  // the lane and register holding A[row][k]
+        const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        const uint32_t w = emu_warp->mma_a[4 * (row % 8) + (k % 8) / 2][reg];
+        return emu_half_bits(k % 2 ? w >> 16 : w & 0xffffu, bf16);
+    };
+    auto B = [&](int k, int col) {
+        const uint32_t w = emu_warp->mma_b[4 * col + (k % 8) / 2][k >= 8 ? 1 : 0];
+        return emu_half_bits(k % 2 ? w >> 16 : w & 0xffffu, bf16);
+    };
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >= 2 ? 8 : 0), col = 2 * t + (i % 2);
+        float sum = c[i];
+        for (int k = 0; k < 16; ++k) sum += A(row, k) * B(k, col);
+        d[i] = sum;
+    }
+    emu_warp->bar.arrive_and_wait();
+}
+
 inline float __half2float(__half h) { _Float16 v; std::memcpy(&v, &h.bits, 2); return (float)v; }
 inline __half __float2half_rn(float f) { _Float16 v = (_Float16)f; __half h; std::memcpy(&h.bits, &v, 2); return h; }
 inline __half __ushort_as_half(uint16_t b) { return __half{b}; }
