@@ -310,14 +310,15 @@ HYPER = (1e-3, 0.9, 0.99, 0.999, 5.0, 1e-8, 0.01, 3)  # lr, beta1, beta2, beta3,
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("eight_bit,blocksize,knobs", [(False, 128, ""), (True, 64, ""), (True, 128, ""),
-                                                        (True, 256, ""), (True, 256, "BLOCKS=2"),
+@pytest.mark.parametrize("eight_bit,blocksize,knobs", [(False, 128, ""), (False, 128, "GENERIC=1"), (True, 64, ""),
+                                                        (True, 128, ""), (True, 256, ""), (True, 256, "BLOCKS=2"),
                                                         (True, 256, "BLOCKS=4,GENERIC=1"), (True, 512, ""),
                                                         (True, 2048, "")])  # fmt: skip
 def test_emulated_optimizer_multi_matches_reference(emu, optimizer, eight_bit, blocksize, knobs, monkeypatch):
     """blocksize 64 to 512: states kept in registers (one sweep; full blocks of aligned tensors in 16-byte
     loads, the rest element by element); 2048: the two-sweep path. blocksize 256 has a kernel per optimizer
-    and the sweep knobs (blocks per SM, the any-optimizer kernel)."""
+    and the sweep knobs (blocks per SM, the any-optimizer kernel); 32-bit states: the per-optimizer and the
+    any-optimizer kernels."""
     for knob in filter(None, knobs.split(",")):
         name, value = knob.split("=")
         monkeypatch.setenv(f"BNB_API_CUDA_OPT8_{name}", value)

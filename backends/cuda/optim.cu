@@ -149,9 +149,12 @@ __device__ __forceinline__ void store_quad(void* p, int dtype, int64_t i, float4
     *reinterpret_cast<uint2*>(static_cast<uint16_t*>(p) + i) = uint2{b[0] | (b[1] << 16), b[2] | (b[3] << 16)};
 }
 
-// 32-bit states: a CUDA block per chunk of BNB_OPTIM32_CHUNK elements of one tensor.
+// 32-bit states: a CUDA block per chunk of BNB_OPTIM32_CHUNK elements of one tensor. OPT >= 0: the kernel of
+// that one optimizer (its id a compile-time constant, as the 8-bit kernels of blocksize 256); -1: any.
+template <int OPT>
 __global__ void optimizer_32bit_kernel(const long long* table, int n_tensors, int64_t total_chunks,
                                        bnb_optim_params h, double* norms) {
+    if constexpr (OPT >= 0) h.optimizer = OPT;  // constant from here on: the compiler folds every switch on it
     const int ns = n_states(h.optimizer);
     for (int64_t chunk = blockIdx.x; chunk < total_chunks; chunk += gridDim.x) {
         int t;
@@ -386,7 +389,8 @@ unsigned int resident_grid(Kernel kernel, int64_t needed) {
 
 // Tuning knobs for sweeps on new GPUs (read at each launch; a getenv is far cheaper than the launch):
 // BNB_API_CUDA_OPT8_BLOCKS: the blocks-per-SM build of the blocksize-256 kernel (2 or 3);
-// BNB_API_CUDA_OPT8_GENERIC=1: the any-optimizer kernel instead of the per-optimizer one.
+// BNB_API_CUDA_OPT8_GENERIC=1: the any-optimizer kernels instead of the per-optimizer ones (8-bit blocksize 256
+// and 32-bit).
 int sweep_knob(const char* name, int fallback) {
     const char* env = getenv(name);
     return env != nullptr && *env != '\0' ? atoi(env) : fallback;
@@ -424,6 +428,36 @@ int launch_256(const long long* table, int n_tensors, long long total_work, cons
     }
 }
 
+template <int OPT>
+int launch_32bit_for(const long long* table, int n_tensors, long long total_work, const bnb_optim_params* params,
+                     double* norms, cudaStream_t stream) {
+    optimizer_32bit_kernel<OPT><<<grid_for(total_work, 1), kThreads, 0, stream>>>(table, n_tensors, total_work,
+                                                                                  *params, norms);
+    BNB_RETURN_LAUNCH_ERROR();
+}
+
+// The 32-bit kernel of params->optimizer (BNB_API_CUDA_OPT8_GENERIC=1, a sweep knob: the any-optimizer one).
+int launch_32bit(const long long* table, int n_tensors, long long total_work, const bnb_optim_params* params,
+                 double* norms, cudaStream_t stream) {
+    if (sweep_knob("BNB_API_CUDA_OPT8_GENERIC", 0))
+        return launch_32bit_for<-1>(table, n_tensors, total_work, params, norms, stream);
+    switch (params->optimizer) {
+#define BNB_OPT32_CASE(ID) \
+    case ID: return launch_32bit_for<ID>(table, n_tensors, total_work, params, norms, stream);
+        BNB_OPT32_CASE(BNB_OPT_ADAM)
+        BNB_OPT32_CASE(BNB_OPT_ADAMW)
+        BNB_OPT32_CASE(BNB_OPT_MOMENTUM)
+        BNB_OPT32_CASE(BNB_OPT_LION)
+        BNB_OPT32_CASE(BNB_OPT_RMSPROP)
+        BNB_OPT32_CASE(BNB_OPT_ADAGRAD)
+        BNB_OPT32_CASE(BNB_OPT_LAMB)
+        BNB_OPT32_CASE(BNB_OPT_LARS)
+        BNB_OPT32_CASE(BNB_OPT_ADEMAMIX)
+#undef BNB_OPT32_CASE
+        default: return launch_32bit_for<-1>(table, n_tensors, total_work, params, norms, stream);
+    }
+}
+
 bool bad_params(const bnb_optim_params* h, int n_tensors, long long total_work) {
     return h == nullptr || n_tensors < 0 || total_work < 0 || h->optimizer < 0 || h->optimizer > BNB_OPT_ADEMAMIX ||
            h->step < 1;
@@ -436,9 +470,7 @@ extern "C" int bnb_cuda_optimizer_32bit(const long long* table, int n_tensors, l
     if (bad_params(params, n_tensors, total_work) || ((params->norm_pass || params->max_unorm > 0.0f) && !norms))
         return (int)cudaErrorInvalidValue;
     if (n_tensors == 0 || total_work == 0) return 0;
-    optimizer_32bit_kernel<<<grid_for(total_work, 1), kThreads, 0, (cudaStream_t)stream>>>(
-        table, n_tensors, total_work, *params, norms);
-    BNB_RETURN_LAUNCH_ERROR();
+    return launch_32bit(table, n_tensors, total_work, params, norms, (cudaStream_t)stream);
 }
 
 extern "C" int bnb_cuda_optimizer_8bit(const long long* table, int n_tensors, long long total_work,
