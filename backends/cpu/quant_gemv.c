@@ -3,9 +3,10 @@
  * The weight is never materialized: packed codes are looked up in the 16-entry code book held in a
  * register and multiplied with activations laid out once per call into even and odd elements (so no
  * nibble shuffling is needed). float32/float16 activations: codes widened to float lanes, looked up with
- * vpermps and multiplied in float32. bf16 activations on CPUs with AVX512-BF16: codes widened to 16-bit
- * lanes, looked up in the code book rounded to bf16 (vpermw) and multiplied pairwise by vdpbf16ps into
- * float32 (gemv_rows_bf16). Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes
+ * vpermps and multiplied in float32. bf16 activations on CPUs with AVX512-BF16: codes looked up in the code
+ * book rounded to bf16 (vpermw) straight from the packed words (gemv_rows_bf16_p4; codes widened to 16-bit
+ * lanes first when K % 128 != 0 or blocksize < 64: gemv_rows_bf16) and multiplied pairwise by vdpbf16ps into
+ * float32. Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes
  * of absmax - offset, blockwise with a 256-entry code book) is decoded once per row (gemv_row_scales).
  * Rows are split across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0
  * (every row starts a block) and blocksize >= 32, otherwise the portable path serves, which handles any
@@ -88,14 +89,20 @@ LUT256_TARGET static void gemv_decode_nested_vbmi(const absmax_src *am, int64_t 
         const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
         __m512 v[4];
         lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, am->absmax_q + g0 + i), v);
+        const int64_t g = g0 + i;
+        if (cnt == 64 && (g >> sh) == ((g + 63) >> sh)) { /* the common step: one nested block, no masks */
+            const __m512 na = _mm512_set1_ps(am->nested_absmax[g >> sh]);
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(dst + i + 16 * j, _mm512_add_ps(_mm512_mul_ps(v[j], na), off));
+            continue;
+        }
         for (int j = 0; j < 4 && 16 * j < cnt; j++) {
-            const int64_t g = g0 + i + 16 * j, lanes = bnbq_min64(16, cnt - 16 * j);
+            const int64_t gj = g + 16 * j, lanes = bnbq_min64(16, cnt - 16 * j);
             __m512 na;
-            if ((g >> sh) == ((g + lanes - 1) >> sh)) {
-                na = _mm512_set1_ps(am->nested_absmax[g >> sh]);
+            if ((gj >> sh) == ((gj + lanes - 1) >> sh)) {
+                na = _mm512_set1_ps(am->nested_absmax[gj >> sh]);
             } else {
                 float t[16] = {0};
-                for (int64_t l = 0; l < lanes; l++) t[l] = am->nested_absmax[(g + l) >> sh];
+                for (int64_t l = 0; l < lanes; l++) t[l] = am->nested_absmax[(gj + l) >> sh];
                 na = _mm512_loadu_ps(t);
             }
             _mm512_mask_storeu_ps(dst + i + 16 * j, bnbq_mask16(lanes), _mm512_add_ps(_mm512_mul_ps(v[j], na), off));
@@ -301,8 +308,49 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
+/* bf16 activations, 128 weights (64 bytes) of R rows per step, K % 128 == 0 and bs >= 64: no widening. Word w
+ * of the 64 bytes holds weights 4w .. 4w+3; shifted right by 4s, its low 5 bits (all vpermw reads) index the
+ * code book doubled to 32 entries (table[i] = code[i & 15] in bf16), which yields weight 4w + (s ^ 1) (high
+ * nibble first in each byte), so 4 lookups of the whole register take the bf16 activations in that phase order:
+ * Xp[128u + 32s + w] = A[128u + 4w + (s ^ 1)]. 13 vector operations per 128 weights and row where
+ * gemv_rows_bf16 takes 16. With bs == 64 lanes 0-7 belong to block 2u and lanes 8-15 to block 2u + 1. */
+TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16_p4(
+    const int R, const uint8_t *B, int64_t r0, int64_t K, int64_t bs, const uint16_t *Xp, __m512i table32,
+    const absmax_src *am, const float *const *sc, gemv_pf *pf, float *y) {
+    const int64_t half = K / 2, units = K / 128, nbr = K / bs, units_per_block = bs / 128;
+    const uint8_t *w[GEMV_MAX_ROWS];
+    __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
+    for (int rr = 0; rr < R; rr++) {
+        w[rr] = B + (r0 + rr) * half;
+        acc[rr] = part[rr] = _mm512_setzero_ps();
+    }
+    gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+    int64_t unit_in_block = 0, block = 0;
+    for (int64_t u = 0; u < units; u++) {
+        gemv_pf_step(pf, R);
+        const uint16_t *x = Xp + 128 * u;
+        const __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)x);
+        const __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + 32));
+        const __m512bh x2 = (__m512bh)_mm512_loadu_si512((const void *)(x + 64));
+        const __m512bh x3 = (__m512bh)_mm512_loadu_si512((const void *)(x + 96));
+        for (int rr = 0; rr < R; rr++) {
+            const __m512i d = _mm512_loadu_si512((const void *)(w[rr] + 64 * u));
+            __m512 t0 = _mm512_dpbf16_ps(part[rr], (__m512bh)_mm512_permutexvar_epi16(d, table32), x0);
+            __m512 t1 = _mm512_dpbf16_ps(_mm512_setzero_ps(),
+                                         (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(d, 4), table32), x1);
+            t0 = _mm512_dpbf16_ps(t0, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(d, 8), table32), x2);
+            t1 = _mm512_dpbf16_ps(t1, (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(d, 12), table32), x3);
+            part[rr] = _mm512_add_ps(t0, t1);
+        }
+        gemv_scale_step(R, bs < 128, units_per_block, u, &unit_in_block, &block, sc, part, acc);
+    }
+    for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
+}
+
+/* Rows [r_begin, r_end) with bf16 activations: gemv_rows_bf16_p4 on Xe in phase order (p4), else gemv_rows_bf16
+ * on the even / odd activations Xe / Xo. table16: the bf16 code book doubled to 32 entries. */
 TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
-                                           const uint16_t *Xe, const uint16_t *Xo, const uint16_t *table16,
+                                           const uint16_t *Xe, const uint16_t *Xo, int p4, const uint16_t *table16,
                                            const absmax_src *am, float *rowbuf, float *y) {
     const __m512i table = _mm512_loadu_si512((const void *)table16);
     const float *sc[GEMV_MAX_ROWS];
@@ -310,11 +358,17 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
     int64_t r = r_begin;
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
         gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
-        gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, sc, &pf, y + r);
+        if (p4)
+            gemv_rows_bf16_p4(GEMV_MAX_ROWS, B, r, K, bs, Xe, table, am, sc, &pf, y + r);
+        else
+            gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, sc, &pf, y + r);
     }
     for (; r < r_end; r++) {
         gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
-        gemv_rows_bf16(1, B, r, K, bs, Xe, Xo, table, am, sc, &pf, y + r);
+        if (p4)
+            gemv_rows_bf16_p4(1, B, r, K, bs, Xe, table, am, sc, &pf, y + r);
+        else
+            gemv_rows_bf16(1, B, r, K, bs, Xe, Xo, table, am, sc, &pf, y + r);
     }
 }
 
@@ -441,15 +495,22 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
     const int bf16dot = fast && isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && K % 64 == 0 &&
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) && gemv_bf16_inputs_ok((const uint16_t *)A, K, code);
     const int p8 = fast && !bf16dot && isa == BNBQ_ISA_AVX512 && K % 128 == 0 && blocksize >= 64;
-    uint16_t table16[32] = {0};
-    if (bf16dot) { /* bf16 even elements then odd elements (in buf's first K/2 floats), code book in bf16 */
+    const int p4 = bf16dot && K % 128 == 0 && blocksize >= 64;
+    uint16_t table16[32]; /* the code book in bf16, twice (gemv_rows_bf16_p4 indexes it with 5 bits) */
+    for (int i = 0; i < 32; i++) table16[i] = bnbq_f32_to_bf16(code[i & 15]);
+    if (p4) { /* 4 phases per 128 elements (gemv_rows_bf16_p4), bf16, in buf's first K/2 floats */
+        uint16_t *x = (uint16_t *)buf;
+        const uint16_t *a = (const uint16_t *)A;
+        for (int64_t u = 0; u < K; u += 128)
+            for (int ph = 0; ph < 4; ph++)
+                for (int i = 0; i < 32; i++) x[u + 32 * ph + i] = a[u + 4 * i + (ph ^ 1)];
+    } else if (bf16dot) { /* bf16 even elements then odd elements (in buf's first K/2 floats) */
         uint16_t *x = (uint16_t *)buf;
         const int64_t half = K / 2;
         for (int64_t i = 0; i < half; i++) {
             x[i] = ((const uint16_t *)A)[2 * i];
             x[half + i] = ((const uint16_t *)A)[2 * i + 1];
         }
-        for (int i = 0; i < 16; i++) table16[i] = bnbq_f32_to_bf16(code[i]);
     } else if (p8) { /* 8 phases per 128 elements (gemv_rows_p8) */
         for (int64_t u = 0; u < K; u += 128)
             for (int ph = 0; ph < 8; ph++)
@@ -479,7 +540,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
         (void)rb;
 #if BNBQ_X86
         if (bf16dot)
-            gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2,
+            gemv_range_bf16(B, r_begin, r_end, K, blocksize, (const uint16_t *)buf, (const uint16_t *)buf + K / 2, p4,
                             table16, &am, rb, y);
         else if (fast && isa == BNBQ_ISA_AVX512)
             gemv_range_avx512(B, r_begin, r_end, K, blocksize, buf, buf + K / 2, p8, code, &am, rb, y);
