@@ -397,7 +397,7 @@ def test_int8_vectorwise_quant_all_outliers_row(isa):
 
 
 @pytest.mark.parametrize("M,K,N", [(1, 1, 1), (1, 4099, 67), (3, 64, 5), (16, 300, 77), (17, 129, 33), (40, 65, 9),
-                                   (0, 8, 4), (4, 0, 3)])  # fmt: skip
+                                   (0, 8, 4), (4, 0, 3), (2, 192, 6), (6, 70, 7), (70, 128, 10)])  # fmt: skip
 def test_int8_linear_matmul_exact(isa, M, K, N):
     g = torch.Generator().manual_seed(M + K + N)
     A = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=g)
@@ -408,6 +408,19 @@ def test_int8_linear_matmul_exact(isa, M, K, N):
         assert torch.equal(C, ref_i8.int8_linear_matmul(A, B))
     assert torch.equal(C.long(), A.long() @ B.long().T)
     assert torch.equal(kq._int8_mm_native(A, B), C)  # the native kernel also above INT8_NATIVE_MAX_ROWS
+
+
+def test_int8_linear_matmul_wraps_modulo_2_32(isa):
+    """Sums past the int32 range wrap as torch's int32 arithmetic does (the VNNI kernel's offset correction too)."""
+    K = 140_000  # 128 * 128 * K > 2^31
+    A = torch.full((2, K), -128, dtype=torch.int8)
+    B = torch.full((3, K), -128, dtype=torch.int8)
+    B[1] = 127
+    A[1, ::3] = 127
+    C = kq._int8_mm_native(A, B)
+    exact = A.long() @ B.long().T
+    wrapped = ((exact + 2**31) % 2**32 - 2**31).to(torch.int32)
+    assert (exact.abs() > 2**31).any() and torch.equal(C, wrapped)
 
 
 def test_int8_linear_matmul_extremes_and_3d(isa):

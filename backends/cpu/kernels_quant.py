@@ -25,9 +25,11 @@ from bnb_api.core.errors import BnbUnavailableError, BnbValueError
 from bnb_api.core.reference.fourbit import sorted_code_4bit
 
 ISA_NAMES = ("generic", "avx2", "avx512")
-INT8_NATIVE_MAX_ROWS = 16
+INT8_NATIVE_MAX_ROWS = 64
 """int8_linear_matmul: up to this many rows of A the VNNI kernel runs, above it ``torch._int_mm``
-(oneDNN) is faster on the development machine (benchmarks/bench_cpu_quant.py measures both)."""
+(oneDNN, compute-bound regime). Measured with 4096 x 4096 weights (benchmarks/bench_cpu_quant.py shows
+both): the VNNI kernel is faster up to 64 rows (1.2x there, 2.7x at 16 rows, where oneDNN pads to a
+larger tile) and oneDNN from 128 rows on (1.1x there, 1.8x at 512)."""
 
 _NATIVE = NativeFamily("quant", "_quant_lib", "build_quant.py", "bnbq", ISA_NAMES)
 _load = _NATIVE.load

@@ -219,59 +219,80 @@ TGT_AVX2 static void mm_avx2(const int8_t *A, int64_t M, int64_t K, const int8_t
 
 #define MM_PREFETCH 16384 /* bytes of B ahead, in one linear prefetch stream (batch-1 rows) */
 
-/* VNNI: vpdpbusd multiplies unsigned by signed bytes, so A is offset by 128 (Au = A ^ 0x80) and
- * 128 * sum_k B[n, k] is subtracted. MR rows of A times NR rows of B per register tile. */
-TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const int MR, const int NR, const uint8_t *Au,
-                                                                        int64_t m0, int64_t K, const int8_t *B,
-                                                                        int64_t n0, int64_t N, int32_t *C) {
-    __m512i acc[8][2], bsum[2];
-    const __m512i ones = _mm512_set1_epi8(1);
+/* VNNI: vpdpbusd multiplies unsigned by signed bytes, so B is offset by 128 (B ^ 0x80 as unsigned, one xor per
+ * load) and 128 * sum_k A[m, k] (asum[m], once per call) is subtracted: no per-B-row correction sums in the
+ * loop. MR rows of A times NR rows of B per register tile; the K loop runs unmasked, its tail masked. */
+TGT_VNNI static inline __attribute__((always_inline)) void mm_step_vnni(const int MR, const int NR, __mmask64 mk,
+                                                                        const int8_t *A, int64_t m0, int64_t K,
+                                                                        const int8_t *B, int64_t n0, int64_t k,
+                                                                        __m512i acc[8][4]) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i b[4];
+    for (int j = 0; j < NR; j++) b[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, B + (n0 + j) * K + k), flip);
+    for (int i = 0; i < MR; i++) {
+        const __m512i a = _mm512_maskz_loadu_epi8(mk, A + (m0 + i) * K + k);
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], b[j], a);
+    }
+}
+
+TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const int MR, const int NR, const int8_t *A,
+                                                                        const uint32_t *asum, int64_t m0, int64_t K,
+                                                                        const int8_t *B, int64_t n0, int64_t N,
+                                                                        int32_t *C) {
+    __m512i acc[8][4];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_si512();
-    for (int j = 0; j < NR; j++) bsum[j] = _mm512_setzero_si512();
     /* few rows of A (batch-1 inference): streaming B from memory is the whole cost. The NR rows read side
      * by side are contiguous, so one linear stream MM_PREFETCH bytes ahead of their progress (NR lines per
      * 64 columns) walks B in address order, as a sequential read does; prefetching each row ahead instead
      * (same column, rows further down) reads cold weights markedly slower here (see quant_gemv.c). */
-    const int prefetch = MR <= 4;
+    const int prefetch = 1;
     const uintptr_t pf_end = (uintptr_t)(B + N * K);
     uintptr_t pf = (uintptr_t)(B + n0 * K) + MM_PREFETCH;
-    for (int64_t k = 0; k < K; k += 64) {
-        const __mmask64 mk = K - k >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);
-        __m512i b[2];
+    int64_t k = 0;
+    for (; k + 64 <= K; k += 64) {
         if (prefetch)
             for (int j = 0; j < NR; j++, pf += 64)
                 if (pf < pf_end) _mm_prefetch((const char *)pf, _MM_HINT_T0);
-        for (int j = 0; j < NR; j++) {
-            b[j] = _mm512_maskz_loadu_epi8(mk, B + (n0 + j) * K + k);
-            bsum[j] = _mm512_dpbusd_epi32(bsum[j], ones, b[j]);
-        }
-        for (int i = 0; i < MR; i++) {
-            const __m512i a = _mm512_maskz_loadu_epi8(mk, Au + (m0 + i) * K + k);
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, b[j]);
-        }
+        mm_step_vnni(MR, NR, ~(__mmask64)0, A, m0, K, B, n0, k, acc);
     }
-    for (int j = 0; j < NR; j++) {
-        const int32_t corr = (int32_t)((uint32_t)_mm512_reduce_add_epi32(bsum[j]) << 7);
-        for (int i = 0; i < MR; i++)
-            C[(m0 + i) * N + n0 + j] = (int32_t)((uint32_t)_mm512_reduce_add_epi32(acc[i][j]) - (uint32_t)corr);
-    }
+    if (k < K) mm_step_vnni(MR, NR, ((__mmask64)1 << (K - k)) - 1, A, m0, K, B, n0, k, acc);
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++)
+            C[(m0 + i) * N + n0 + j] = (int32_t)((uint32_t)_mm512_reduce_add_epi32(acc[i][j]) - (asum[m0 + i] << 7));
 }
 
-TGT_VNNI static void mm_vnni(const uint8_t *Au, int64_t M, int64_t K, const int8_t *B, int64_t N, int32_t *C,
-                             int64_t n_begin, int64_t n_end) {
+/* A tile of MR rows of A times nr (1..NRMAX) rows of B, NR a compile-time constant. */
+#define MM_TILE(MR_, nr, n0)                                                                                     \
+    do {                                                                                                         \
+        switch (nr) {                                                                                            \
+        case 4: mm_tile_vnni(MR_, 4, A, asum, m, K, B, n0, N, C); break;                                         \
+        case 3: mm_tile_vnni(MR_, 3, A, asum, m, K, B, n0, N, C); break;                                         \
+        case 2: mm_tile_vnni(MR_, 2, A, asum, m, K, B, n0, N, C); break;                                         \
+        default: mm_tile_vnni(MR_, 1, A, asum, m, K, B, n0, N, C); break;                                        \
+        }                                                                                                        \
+    } while (0)
+
+/* Rows [n_begin, n_end) of B in groups of 4: 8-row tiles of A take them 2 at a time (16 accumulators), 4-row
+ * and single rows of A all 4 at once (independent accumulator chains for the few-row, batch-1 case). */
+TGT_VNNI static void mm_vnni(const int8_t *A, const uint32_t *asum, int64_t M, int64_t K, const int8_t *B, int64_t N,
+                             int32_t *C, int64_t n_begin, int64_t n_end) {
     if (M <= 4) /* the start of this range, which the tiles' prefetch stream (running ahead) does not cover */
         for (uintptr_t a = (uintptr_t)(B + n_begin * K), e = (uintptr_t)(B + n_end * K); a < e && a < (uintptr_t)(B + n_begin * K) + MM_PREFETCH; a += 64)
             _mm_prefetch((const char *)a, _MM_HINT_T0);
-    int64_t n = n_begin;
-    for (; n < n_end; n += 2) {
-        const int nr = n + 2 <= n_end ? 2 : 1;
+    for (int64_t n = n_begin; n < n_end; n += 4) {
+        const int nr = n + 4 <= n_end ? 4 : (int)(n_end - n);
         int64_t m = 0;
-        for (; m + 8 <= M; m += 8) nr == 2 ? mm_tile_vnni(8, 2, Au, m, K, B, n, N, C) : mm_tile_vnni(8, 1, Au, m, K, B, n, N, C);
-        for (; m + 4 <= M; m += 4) nr == 2 ? mm_tile_vnni(4, 2, Au, m, K, B, n, N, C) : mm_tile_vnni(4, 1, Au, m, K, B, n, N, C);
-        for (; m < M; m++) nr == 2 ? mm_tile_vnni(1, 2, Au, m, K, B, n, N, C) : mm_tile_vnni(1, 1, Au, m, K, B, n, N, C);
+        for (; m + 4 <= M; m += 4) MM_TILE(4, nr, n);
+        switch (M - m) { /* the last 1..3 rows of A in one tile */
+        case 3: MM_TILE(3, nr, n); break;
+        case 2: MM_TILE(2, nr, n); break;
+        case 1: MM_TILE(1, nr, n); break;
+        default: break;
+        }
     }
 }
+#undef MM_TILE
 #endif
 
 /* Shared by the matmul and the fused outlier path. */
@@ -279,13 +300,17 @@ static int int8_matmul(const int8_t *A, int64_t M, int64_t K, const int8_t *B, i
     const int isa = bnbq_isa_level();
     int team = bnbq_team(nthreads, (M + 1) * N * (K / 16 + 1));
     if (team > N) team = (int)(N > 0 ? N : 1);
-    uint8_t *Au = NULL;
+    uint32_t *asum = NULL;
 #if BNBQ_X86
     const int vnni = isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VNNI);
-    if (vnni) {
-        Au = (uint8_t *)malloc((size_t)(M * K > 0 ? M * K : 1));
-        if (!Au) return BNBQ_ENOMEM;
-        for (int64_t i = 0; i < M * K; i++) Au[i] = (uint8_t)A[i] ^ 0x80u;
+    if (vnni) { /* row sums of A for the unsigned offset of B (modulo 2^32, as the products wrap) */
+        asum = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(M > 0 ? M : 1));
+        if (!asum) return BNBQ_ENOMEM;
+        for (int64_t m = 0; m < M; m++) {
+            uint32_t t = 0;
+            for (int64_t k = 0; k < K; k++) t += (uint32_t)(int32_t)A[m * K + k];
+            asum[m] = t;
+        }
     }
 #endif
 #pragma omp parallel num_threads(team) if (team > 1)
@@ -295,11 +320,11 @@ static int int8_matmul(const int8_t *A, int64_t M, int64_t K, const int8_t *B, i
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        const int64_t pairs = (N + 1) / 2;
-        const int64_t nb = bnbq_min64(N, (pairs * t / nt) * 2), ne = bnbq_min64(N, (pairs * (t + 1) / nt) * 2);
+        const int64_t quads = (N + 3) / 4; /* threads take whole groups of 4 rows of B */
+        const int64_t nb = bnbq_min64(N, (quads * t / nt) * 4), ne = bnbq_min64(N, (quads * (t + 1) / nt) * 4);
 #if BNBQ_X86
-        if (Au)
-            mm_vnni(Au, M, K, B, N, C, nb, ne);
+        if (asum)
+            mm_vnni(A, asum, M, K, B, N, C, nb, ne);
         else if (isa != BNBQ_ISA_GENERIC)
             mm_avx2(A, M, K, B, N, C, nb, ne);
         else
@@ -307,7 +332,7 @@ static int int8_matmul(const int8_t *A, int64_t M, int64_t K, const int8_t *B, i
             mm_generic(A, M, K, B, N, C, nb, ne);
     }
     (void)isa;
-    free(Au);
+    free(asum);
     return BNBQ_OK;
 }
 
