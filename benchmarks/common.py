@@ -28,19 +28,25 @@ def flush_cache() -> None:
 
 
 def bench(fn: Callable[[], object], *, repeat: int = 10, warmup: int = 2, cold: bool = False,
-          max_seconds: float = 5.0) -> dict[str, float]:  # fmt: skip
-    """Time ``fn``: best and median seconds over ``repeat`` runs (``cold`` flushes caches before each)."""
+          max_seconds: float = 5.0, min_seconds: float = 0.0) -> dict[str, float]:  # fmt: skip
+    """Time ``fn``: best and median seconds over ``repeat`` runs (``cold`` flushes caches before each).
+
+    ``min_seconds``: keep repeating (up to 50x ``repeat``) until the runs span at least this long, so that
+    a burst of a noisy neighbour cannot cover every run of a fast call."""
     for _ in range(warmup):
         fn()
     times = []
     start = time.perf_counter()
-    for _ in range(repeat):
+    while True:
         if cold:
             flush_cache()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > max_seconds and len(times) >= 3:
+        elapsed = time.perf_counter() - start
+        if elapsed > max_seconds and len(times) >= 3:
+            break
+        if len(times) >= repeat and (elapsed >= min_seconds or len(times) >= 50 * repeat):
             break
     return {"best": min(times), "median": statistics.median(times), "runs": len(times)}
 
