@@ -338,6 +338,28 @@ def test_gemv_bf16_subnormal_activations_take_the_float32_path():
     assert torch.allclose(y.double(), y_ref.double(), rtol=2**-7, atol=0)
 
 
+@pytest.mark.parametrize("pos", [0, 37, 300, 511])
+def test_gemv_bf16_one_tiny_activation_anywhere_takes_the_float32_path(pos):
+    """A single activation below 2^-100 anywhere in the row (the vectorized scan, every lane and step) sends the
+    call to the float32 path: then the result matches float32 math, not just the bf16-code tolerance."""
+    if not _bf16_path_active():
+        pytest.skip("no AVX512-BF16 on this CPU")
+    W = _data((16, 512), torch.float32, seed=7)
+    packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
+    A = _data((512,), torch.bfloat16, seed=8)
+    A[pos] = 2.0**-110
+    y = kq.gemv_4bit_cpu(A, packed.view(-1), [16, 512], absmax, codes.code_4bit("nf4"), 64)
+    W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), absmax, codes.code_4bit("nf4"), 64, 16 * 512).double()
+    y64 = W64.view(16, 512) @ A.double()
+    scale = W64.view(16, 512).abs() @ A.double().abs()
+    assert ((y.double() - y64).abs() <= scale * 1e-5 + y64.abs() * 2**-8).all()
+    A[pos] = 1.0  # and without it, the bf16 path (code book rounded to bf16): visibly different somewhere
+    y_bf16 = kq.gemv_4bit_cpu(A, packed.view(-1), [16, 512], absmax, codes.code_4bit("nf4"), 64)
+    y64 = W64.view(16, 512) @ A.double()
+    scale = W64.view(16, 512).abs() @ A.double().abs()
+    assert not ((y_bf16.double() - y64).abs() <= scale * 1e-5 + y64.abs() * 2**-8).all()
+
+
 def test_gemv_simd_matches_generic_oracle():
     W = _data((515, 1024), torch.float32, seed=4)
     packed, absmax = ref_4b.quantize_4bit(W, 64, "nf4", torch.uint8)
