@@ -328,8 +328,9 @@ def gemv_4bit(
         raise BnbValueError("gemv_4bit: state (the QuantState of B) is required")
     code = state.code if state.code is not None else _codes.code_4bit(state.quant_type, A.device)
     if state.nested:
+        offset = state.offset if state.offset.dtype == torch.float32 else state.offset.float()
         args = (A, B, list(state.shape), state.absmax, code, state.blocksize, state.state2.absmax,
-                state.state2.code, state.offset.reshape(()).float(), state.state2.blocksize)  # fmt: skip
+                state.state2.code, offset, state.state2.blocksize)  # fmt: skip
     else:
         args = (A, B, list(state.shape), state.absmax, code, state.blocksize)
     gemv = _ops.gemv_4bit_eager if _ops.eager_ok(A, B) else _op.gemv_4bit

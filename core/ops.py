@@ -298,9 +298,11 @@ def gemv_4bit_eager(
     """
     args = (A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
     check_gemv_4bit(*args)
+    if B.dtype != torch.uint8 or B.dim() != 1 or not B.is_contiguous():  # a packed weight as stored passes as is
+        B = B.contiguous().view(torch.uint8).reshape(-1)
     call = dict(
         A=A.contiguous(),
-        B=B.contiguous().view(torch.uint8).reshape(-1),
+        B=B,
         shapeB=list(shapeB),
         absmax=absmax.contiguous(),
         code=code.contiguous(),

@@ -295,7 +295,7 @@ def gemv_4bit_cpu(
         _need(op, "nested_offset", nested_offset, (torch.float32,), 1)
         am, amq = ffi.NULL, _ptr(ffi, absmax, "uint8_t *")
         nested, ncode = _ptr(ffi, nested_absmax, "float *"), _ptr(ffi, nested_code, "float *")
-        offset, nlen = float(nested_offset.reshape(())), nested_absmax.numel()
+        offset, nlen = nested_offset.item(), nested_absmax.numel()
     rc = lib.bnbq_gemv_4bit(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), K, _ptr(ffi, B8, "uint8_t *"),
                             B8.numel(), N, am, amq, nb, _ptr(ffi, code, "float *"), 16, blocksize, nested, nlen,
                             ncode, 256 if nlen else 0, offset, nested_blocksize, _ptr(ffi, out), out.numel(),
