@@ -186,6 +186,19 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
+/* The start of a pass over rows [r0, r0 + R): row pointers, zeroed accumulators, and a prefetch of the block
+ * scales of the rows ahead. */
+TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_init(const int R, const uint8_t *B, int64_t r0,
+                                                                            int64_t half, const absmax_src *am,
+                                                                            int64_t nbr, const uint8_t **w,
+                                                                            __m512 *acc, __m512 *part) {
+    for (int rr = 0; rr < R; rr++) {
+        w[rr] = B + (r0 + rr) * half;
+        acc[rr] = part[rr] = _mm512_setzero_ps();
+    }
+    gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+}
+
 /* After step u of R rows (part = the step's sums per row): into acc with the block scale, once every
  * units_per_block steps when a block spans whole steps (a counter, no division per step), or every step
  * when a step holds two blocks (two_blocks: lanes 0-7 in block 2u, lanes 8-15 in block 2u + 1). */
@@ -222,11 +235,7 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_rows_p8(
     const int64_t half = K / 2, units = K / 128, nbr = K / bs, units_per_block = bs / 128;
     const uint8_t *w[GEMV_MAX_ROWS];
     __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
-    for (int rr = 0; rr < R; rr++) {
-        w[rr] = B + (r0 + rr) * half;
-        acc[rr] = part[rr] = _mm512_setzero_ps();
-    }
-    gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+    gemv_rows_init(R, B, r0, half, am, nbr, w, acc, part);
     int64_t unit_in_block = 0, block = 0;
     for (int64_t u = 0; u < units; u++) {
         gemv_pf_step(pf, R);
@@ -320,11 +329,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16_
     const int64_t half = K / 2, units = K / 128, nbr = K / bs, units_per_block = bs / 128;
     const uint8_t *w[GEMV_MAX_ROWS];
     __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
-    for (int rr = 0; rr < R; rr++) {
-        w[rr] = B + (r0 + rr) * half;
-        acc[rr] = part[rr] = _mm512_setzero_ps();
-    }
-    gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
+    gemv_rows_init(R, B, r0, half, am, nbr, w, acc, part);
     int64_t unit_in_block = 0, block = 0;
     for (int64_t u = 0; u < units; u++) {
         gemv_pf_step(pf, R);
