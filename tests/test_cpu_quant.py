@@ -303,7 +303,7 @@ def _bf16_path_active() -> bool:
 
 @pytest.mark.parametrize("N,K,blocksize,nested", [(9, 256, 32, False), (13, 512, 64, True), (6, 640, 128, False),
                                                   (5, 1024, 256, True), (4, 4096, 4096, False), (7, 320, 64, True),
-                                                  (3, 384, 128, False)])  # fmt: skip
+                                                  (3, 384, 128, False), (6, 640, 128, True)])  # fmt: skip
 def test_gemv_bf16_dot_path_is_exact_with_bf16_codes(N, K, blocksize, nested):
     """The bf16 path computes sum(A * bf16(code) ) * absmax per block with exact products: equal to float64
     math on the bf16-rounded code book up to float32 accumulation (not just within the bf16 tolerance)."""

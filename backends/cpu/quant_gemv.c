@@ -585,7 +585,10 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) &&
                         gemv_bf16_inputs_ok((const uint16_t *)A, K, code, 1);
     const int p8 = fast && !bf16dot && isa == BNBQ_ISA_AVX512 && K % 128 == 0 && blocksize >= 64;
-    const int p4 = bf16dot && K % 128 == 0 && blocksize >= 64;
+    /* p4 with nested absmax only: cold (weights from DRAM, as in decoding), side by side with fast memory here,
+     * it took the nested gemv 0.374-0.414 -> 0.347-0.371 ms (11008 x 4096) but the float32-absmax one
+     * 0.340-0.376 -> 0.382-0.407 ms, although it is faster warm (0.29 -> 0.25 ms); with slow memory both tie */
+    const int p4 = bf16dot && absmax_q && K % 128 == 0 && blocksize >= 64;
     const int64_t rowbuf = fast && absmax_q ? (GEMV_MAX_ROWS_ANY * (K / blocksize) + 15) / 16 * 16 : 0;
     const int64_t head = (K + N + 15) / 16 * 16, widened = p8 && dtype != BNBQ_F32 ? K : 0;
     float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * rowbuf + widened));
