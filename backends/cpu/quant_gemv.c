@@ -1,13 +1,14 @@
 /* Fused 4-bit gemv: y[r] = sum_k A[k] * code[q(r, k)] * absmax(block of r*K + k), one row of activations.
  *
  * The weight is never materialized: packed codes are looked up in the 16-entry code book held in a
- * register and multiplied with activations laid out once per call into even and odd elements (so no
- * nibble shuffling is needed). float32/float16 activations: codes widened to float lanes, looked up with
- * vpermps and multiplied in float32. bf16 activations on CPUs with AVX512-BF16: codes looked up in the code
- * book rounded to bf16 (vpermw) straight from the packed words (gemv_rows_bf16_p4; codes widened to 16-bit
- * lanes first when K % 128 != 0 or blocksize < 64: gemv_rows_bf16) and multiplied pairwise by vdpbf16ps into
- * float32. Each block's partial sum is scaled by its absmax; nested absmax (uint8 codes
- * of absmax - offset, blockwise with a 256-entry code book) is decoded once per row (gemv_row_scales).
+ * register and multiplied with activations laid out once per call in the order the lookups produce (even /
+ * odd elements, or nibble phases of whole registers, so no nibble shuffling is needed). float32/float16
+ * activations: codes looked up with vpermps, 8 nibble phases per 64 bytes (gemv_rows_p8), multiplied in
+ * float32. bf16 activations on CPUs with AVX512-BF16: codes looked up in the code book rounded to bf16
+ * (vpermw), straight from the packed words with nested absmax (gemv_rows_bf16_p4), else widened to 16-bit
+ * lanes first (gemv_rows_bf16), and multiplied pairwise by vdpbf16ps into float32. Each block's partial sum
+ * is scaled by its absmax; nested absmax (uint8 codes of absmax - offset, blockwise with a 256-entry code
+ * book) is decoded once per row group (gemv_row_scales).
  * Rows are split across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0
  * (every row starts a block) and blocksize >= 32, otherwise the portable path serves, which handles any
  * layout.
@@ -380,18 +381,15 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
 /* The activations of gemv_rows_bf16_p4 (K % 128 == 0): x[u + 32ph + i] = a[u + 4i + (ph ^ 1)], per 128 elements
  * two word permutes and a blend per phase (the scalar loop cost about 1.5 us per call at K = 4096). */
 TGT_AVX512 static void gemv_layout_p4(const uint16_t *a, int64_t K, uint16_t *x) {
-    uint16_t lo[4][32] __attribute__((aligned(64))), hi[4][32] __attribute__((aligned(64)));
+    uint16_t sel[4][32] __attribute__((aligned(64))); /* lane l: word 4 (l & 15) + (ph ^ 1) of a register pair */
     for (int ph = 0; ph < 4; ph++)
-        for (int l = 0; l < 32; l++) { /* lanes 0-15 from words 0-63, lanes 16-31 from words 64-127 */
-            lo[ph][l] = (uint16_t)(4 * (l & 15) + (ph ^ 1));
-            hi[ph][l] = (uint16_t)(4 * (l & 15) + (ph ^ 1));
-        }
+        for (int l = 0; l < 32; l++) sel[ph][l] = (uint16_t)(4 * (l & 15) + (ph ^ 1));
     for (int64_t u = 0; u < K; u += 128) {
         const __m512i w0 = _mm512_loadu_si512((const void *)(a + u)), w1 = _mm512_loadu_si512((const void *)(a + u + 32));
         const __m512i w2 = _mm512_loadu_si512((const void *)(a + u + 64)), w3 = _mm512_loadu_si512((const void *)(a + u + 96));
-        for (int ph = 0; ph < 4; ph++) {
-            const __m512i first = _mm512_permutex2var_epi16(w0, _mm512_load_si512((const void *)lo[ph]), w1);
-            const __m512i second = _mm512_permutex2var_epi16(w2, _mm512_load_si512((const void *)hi[ph]), w3);
+        for (int ph = 0; ph < 4; ph++) { /* lanes 0-15 from words 0-63, lanes 16-31 from words 64-127 */
+            const __m512i idx = _mm512_load_si512((const void *)sel[ph]);
+            const __m512i first = _mm512_permutex2var_epi16(w0, idx, w1), second = _mm512_permutex2var_epi16(w2, idx, w3);
             _mm512_storeu_si512((void *)(x + u + 32 * ph), _mm512_mask_blend_epi16(0xFFFF0000u, first, second));
         }
     }
@@ -532,19 +530,16 @@ TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t 
 
 /* The bf16 dot-product path flushes subnormal inputs and products: it serves only when every nonzero
  * activation has magnitude >= 2^-100 (products with a nonzero code stay normal) and no code is subnormal. */
-static int gemv_bf16_inputs_ok(const uint16_t *A, int64_t K, const float *code, int avx512) {
+static int gemv_bf16_inputs_ok(const uint16_t *A, int64_t K, const float *code) {
     for (int i = 0; i < 16; i++)
         if (code[i] != 0.0f && fabsf(code[i]) < 0x1p-20f) return 0;
 #if BNBQ_X86
-    if (avx512) return gemv_bf16_activations_ok_avx512(A, K);
+    return gemv_bf16_activations_ok_avx512(A, K); /* only asked on AVX-512 CPUs */
+#else
+    (void)A;
+    (void)K;
+    return 0;
 #endif
-    (void)avx512;
-    for (int64_t k = 0; k < K; k++) {
-        const uint16_t e = (A[k] >> 7) & 0xff;
-        if (e != 0 && e < 127 - 100) return 0;
-        if (e == 0 && (A[k] & 0x7f)) return 0;
-    }
-    return 1;
 }
 
 int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_t B_len, int64_t N,
@@ -583,7 +578,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t K, const uint8_t *B, int64_
      * two ends of one line slowed nested-absmax calls by up to 1.7x, depending on where malloc put buf */
     const int bf16dot = fast && isa == BNBQ_ISA_AVX512 && dtype == BNBQ_BF16 && K % 64 == 0 &&
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) &&
-                        gemv_bf16_inputs_ok((const uint16_t *)A, K, code, 1);
+                        gemv_bf16_inputs_ok((const uint16_t *)A, K, code);
     const int p8 = fast && !bf16dot && isa == BNBQ_ISA_AVX512 && K % 128 == 0 && blocksize >= 64;
     /* p4 with nested absmax only: cold (weights from DRAM, as in decoding), side by side with fast memory here,
      * it took the nested gemv 0.374-0.414 -> 0.347-0.371 ms (11008 x 4096) but the float32-absmax one
