@@ -157,6 +157,9 @@ def _gemv_shape(b: Bench, bnb, N: int, K: int) -> None:
     q8, nested = kq.quantize_blockwise_cpu(absmax - off, dmap, 256)
     dense = W.to(torch.bfloat16)
     layer = _bnb_linear4bit(bnb, dense)
+    # the memory floor of the cold rows: torch.sum over as many bytes as the call reads (weight + absmax)
+    same_bytes = torch.randn((packed.numel() + absmax.numel() * 4) // 4)
+    same_bytes_nested = torch.randn((packed.numel() + q8.numel() + nested.numel() * 4) // 4)
     # 64-row copies of everything: the primes of the cold rows (see Bench.time_cold)
     Ns = 64
     packed_s, absmax_s = ref_4b.quantize_4bit(W[:Ns], 64, "nf4", torch.uint8)
@@ -177,6 +180,7 @@ def _gemv_shape(b: Bench, bnb, N: int, K: int) -> None:
             "cpu 4 KiB pages": lambda: kq.gemv_4bit_cpu(A, packed_s, [Ns, K], absmax_s, code, 64),
             "cpu nested": lambda: kq.gemv_4bit_cpu(A, packed_s, [Ns, K], q8_s, code, 64, nested_s, dmap, off, 256),
             "F.linear bf16": lambda: F.linear(A.to(torch.bfloat16), dense_s),
+            "torch.sum same bytes": lambda: same_bytes[: Ns * K // 8].sum(),
             "bitsandbytes": None if layer_s is None else (lambda: layer_s(A)),
         }
 
@@ -189,17 +193,22 @@ def _gemv_shape(b: Bench, bnb, N: int, K: int) -> None:
                 "cpu 4 KiB pages": None if not cold else (lambda A=A: kq.gemv_4bit_cpu(A, packed_4k, [N, K], absmax_4k,
                                                                                       code, 64)),
                 "F.linear bf16": lambda A=A: F.linear(A.to(torch.bfloat16), dense),
+                "torch.sum same bytes": None if not cold else same_bytes.sum,
                 "bitsandbytes": None if layer is None or dtype != torch.bfloat16 else (lambda A=A: layer(A)),
                 "reference": None if cold else (lambda A=A: ref_4b.gemv_4bit(A, packed, [N, K], absmax, code, 64)),
             }
             with torch.no_grad():
                 b.add("gemv_4bit", shape, impls, packed.numel() + absmax.numel() * 4, cold=cold,
-                      weight_bytes=packed.numel(), baselines=("F.linear bf16", "cpu 4 KiB pages"),
+                      weight_bytes=packed.numel(),
+                      baselines=("F.linear bf16", "cpu 4 KiB pages", "torch.sum same bytes"),
                       note="GB/s, %BW: packed weight bytes", primes=primes(A))  # fmt: skip
                 if dtype == torch.bfloat16:
-                    b.add("gemv_4bit", shape + " nested", {"cpu nested": lambda A=A: ours_nested(A)},
+                    nested_impls = {"cpu nested": lambda A=A: ours_nested(A),
+                                    "torch.sum same bytes": same_bytes_nested.sum if cold else None}
+                    b.add("gemv_4bit", shape + " nested", nested_impls,
                           packed.numel() + q8.numel() + nested.numel() * 4, cold=cold, weight_bytes=packed.numel(),
-                          note="nested absmax (bitsandbytes' default)", primes=primes(A))  # fmt: skip
+                          note="nested absmax (bitsandbytes' default)", primes=primes(A),
+                          baselines=("torch.sum same bytes",))  # fmt: skip
 
 
 def bench_4bit(b: Bench, bnb) -> None:

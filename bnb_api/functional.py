@@ -203,6 +203,7 @@ def quantize_blockwise(
     """
     if code is None:
         code = _codes.dynamic_map(True, A.device)
+    A = A.detach()  # quantization has no gradient: outputs never join A's autograd graph
     codes, _absmax = _op.quantize_blockwise(A, code.to(A.device), blocksize)
     if nested:
         offset = _nested_offset(_absmax)
@@ -255,6 +256,7 @@ def quantize_4bit(
     ``compress_statistics`` stores the absmax 8-bit (mean removed, signed dynamic map, blocksize 256).
     """
     blocksize = 64 if blocksize is None else blocksize
+    A = A.detach()  # quantization has no gradient: outputs never join A's autograd graph
     packed, _absmax = _op.quantize_4bit(A, blocksize, quant_type, quant_storage)
     code = _codes.code_4bit(quant_type, A.device).clone()  # own copy: state dicts must not share memory
     if compress_statistics:
@@ -345,7 +347,7 @@ def gemv_4bit(
 
 def int8_vectorwise_quant(A: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor, Tensor | None]:
     """Row-wise int8 quantization: ``(codes int8, row_absmax float32, outlier_cols int64 or None)``."""
-    codes, stats, cols = _op.int8_vectorwise_quant(A, threshold)
+    codes, stats, cols = _op.int8_vectorwise_quant(A.detach(), threshold)
     return codes, stats, (cols if threshold > 0 else None)
 
 

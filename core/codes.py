@@ -41,7 +41,7 @@ def dynamic_map_values(signed: bool = True, max_exponent_bits: int = 7, total_bi
     exponent = 0
     for exponent in range(max_exponent_bits):
         fraction_bits = exponent + non_sign_bits - max_exponent_bits + (0 if signed else 1)
-        n_fraction = 2**fraction_bits + 1
+        n_fraction = int(2**fraction_bits + 1)  # 2**-1 + 1 -> 1 edge pair, as bitsandbytes truncates
         values += _scaled_bin_centres(n_fraction, exponent, max_exponent_bits, signed)
     if extra > 0:
         values += _scaled_bin_centres(extra + 1, exponent, max_exponent_bits, signed)

@@ -415,6 +415,32 @@ def _(A: Tensor, B: Tensor) -> Tensor:
     return torch.empty((*A.shape[:-1], B.shape[0]), dtype=torch.int32, device=A.device)
 
 
+def check_int8_linear_matmul_out(A: Tensor, B: Tensor, out: Tensor) -> None:
+    check_int8_linear_matmul(A, B)
+    op = "int8_linear_matmul.out"
+    checks.dtype_in(op, "out", out, (torch.int32,))
+    checks.same_device(op, "A", A, out=out)
+    want = (*A.shape[:-1], B.shape[0])
+    if tuple(out.shape) != want:
+        raise BnbValueError(f"{op}: out.shape={tuple(out.shape)}; expected {want} (A (..., K) @ B (N, K).T)")
+
+
+torch.library.define("bnb_api::int8_linear_matmul.out", "(Tensor A, Tensor B, Tensor(a!) out) -> ()")
+"""``torch.ops.bnb_api.int8_linear_matmul.out(A, B, out)``: :func:`int8_linear_matmul` written into ``out``
+(int32, ``(..., N)``), the out-variant bitsandbytes' op library also has."""
+
+
+@torch.library.impl("bnb_api::int8_linear_matmul.out", "CompositeExplicitAutograd")
+def _int8_linear_matmul_out(A: Tensor, B: Tensor, out: Tensor) -> None:
+    check_int8_linear_matmul_out(A, B, out)
+    out.copy_(int8_linear_matmul(A, B))
+
+
+@torch.library.register_fake("bnb_api::int8_linear_matmul.out")
+def _(A: Tensor, B: Tensor, out: Tensor) -> None:
+    check_int8_linear_matmul_out(A, B, out)
+
+
 def check_int8_mm_dequant(A: Tensor, row_stats: Tensor, col_stats: Tensor, dtype, bias) -> None:
     op = "int8_mm_dequant"
     checks.dtype_in(op, "A", A, (torch.int32,))

@@ -184,6 +184,65 @@ def test_matmul_4bit_empty_and_out():
     assert res.data_ptr() == out.data_ptr()
 
 
+def test_matmul_4bit_weight_quantized_as_k_by_n():
+    """bitsandbytes: a weight quantized from a (K, N) tensor (A's inner size = shape[0], not square) gives A @ W,
+    with a DeprecationWarning; gradients reach A and bias; ``out`` is filled."""
+    W = rand(64, 96, seed=5) / 8
+    packed, qs = F.quantize_4bit(W, quant_type="nf4")
+    A = rand(8, 64, seed=6).requires_grad_()
+    bias = rand(96, seed=7).requires_grad_()
+    with pytest.warns(DeprecationWarning, match="quantized from a"):
+        out = bnb.matmul_4bit(A, packed, qs, bias=bias)
+    exact = A.detach().double() @ dequant_f64(packed, qs) + bias.detach().double()
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+    assert (out.detach() - (A.detach() @ W + bias.detach())).abs().mean() < 0.115
+    out.sum().backward()
+    torch.testing.assert_close(A.grad.double(), dequant_f64(packed, qs).sum(1).expand(8, 64), rtol=1e-5, atol=1e-5)
+    assert torch.equal(bias.grad, torch.full((96,), 8.0))
+    buf = torch.empty(8, 96)
+    with pytest.warns(DeprecationWarning):
+        res = bnb.matmul_4bit(A.detach(), packed.t(), qs, out=buf, bias=bias.detach())
+    assert res.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(buf, out.detach())
+
+
+def test_quantizing_a_tensor_that_requires_grad_gives_constants():
+    """Quantization has no gradient: outputs of a requires_grad source are plain tensors, and a matmul with them
+    backpropagates to everything else (bitsandbytes' test_matmul_4bit with req_grad on B)."""
+    B = rand(96, 64, seed=8).requires_grad_()
+    for compress in (False, True):
+        packed, qs = F.quantize_4bit(B, quant_type="nf4", compress_statistics=compress)
+        assert not packed.requires_grad and not qs.absmax.requires_grad and qs.absmax.grad_fn is None
+        A = rand(4, 64, seed=9).requires_grad_()
+        out = bnb.matmul_4bit(A, packed.t(), qs)
+        torch.nn.functional.mse_loss(out, rand(4, 96, seed=10)).backward()
+        assert A.grad is not None and B.grad is None
+    codes, st = F.quantize_blockwise(B)
+    assert not codes.requires_grad and st.absmax.grad_fn is None
+    c8, stats, _ = F.int8_vectorwise_quant(B.half())
+    assert c8.grad_fn is None and stats.grad_fn is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_matmul_4bit_one_row_same_bits_with_and_without_grad(dtype):
+    """One row takes the gemv whether or not A requires grad (bitsandbytes' test_gemv_4bit compares the two:
+    fp32 within 1e-7 * sqrt(K)); the gradient is still dY @ W."""
+    A = rand(1, 512, seed=11, dtype=dtype)
+    W = rand(128, 512, seed=12, dtype=dtype) / 11.3
+    packed, qs = F.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    plain = F.gemv_4bit(A, packed.t(), state=qs)
+    Ag = A.clone().requires_grad_()
+    bias = rand(128, seed=13, dtype=dtype).requires_grad_()
+    with_grad = bnb.matmul_4bit(Ag, packed.t(), qs, bias=bias)
+    assert torch.equal(with_grad.detach(), plain + bias.detach())
+    g = rand(1, 128, seed=14, dtype=dtype)
+    with_grad.backward(g)
+    expected = g.double() @ dequant_f64(packed, qs)
+    tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    torch.testing.assert_close(Ag.grad.double(), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(bias.grad, g.reshape(-1))
+
+
 # ---------------------------------------------------------------------------------------------------
 # LLM.int8() matmul
 # ---------------------------------------------------------------------------------------------------

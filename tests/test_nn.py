@@ -97,6 +97,24 @@ def test_linear4bit_quantizes_at_first_use_and_trains_input():
     assert layer.weight.grad is None
 
 
+def test_linear4bit_float16_input_casts_bias_and_warns():
+    """bitsandbytes' behaviour: float16 input with the default float32 compute dtype warns once per layer that
+    it is slow ("inference" for one row, "inference or training" for batches); the float32 bias takes the
+    compute dtype in place."""
+    layer = bnb.nn.LinearNF4(32, 64).to("cpu")
+    assert layer.bias.dtype == torch.float32
+    with pytest.warns(UserWarning, match="inference or training"):
+        y = layer(torch.randn(16, 8, 32, dtype=torch.float16))
+    assert y.dtype == torch.float16 and layer.bias.dtype == torch.float16
+    layer = bnb.nn.LinearNF4(32, 64).to("cpu")
+    with pytest.warns(UserWarning, match=r"inference\."):
+        layer(torch.randn(1, 32, dtype=torch.float16))
+    with pytest.warns(UserWarning, match="inference or training"):
+        assert bnb.nn.LinearNF4(32, 64, bias=False)(torch.randn(2, 32, dtype=torch.float16)).dtype == torch.float16
+    with pytest.warns(UserWarning, match="not divisible by block size 64"):
+        bnb.nn.Embedding4bit(128, 65, quant_type="nf4")
+
+
 def test_linear_fp4_nf4_subclasses():
     assert bnb.nn.LinearFP4(8, 8).weight.quant_type == "fp4"
     assert bnb.nn.LinearNF4(8, 8).weight.quant_type == "nf4"

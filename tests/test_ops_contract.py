@@ -145,7 +145,7 @@ def opcheck_samples():
             ),
         ),  # fmt: skip
         (ops.int8_vectorwise_quant, (torch.randn(5, 64, dtype=torch.float16), 0.0)),
-        (ops.int8_linear_matmul, (torch.randint(-127, 127, (5, 64), dtype=torch.int8), CB)),
+        (torch.ops.bnb_api.int8_linear_matmul.default, (torch.randint(-127, 127, (5, 64), dtype=torch.int8), CB)),
         (ops.int8_mm_dequant, (i32, torch.rand(5), SCB, torch.float32, torch.randn(24))),
         (ops.int8_mm_outlier, (torch.randn(5, 64, dtype=torch.float16), CB, SCB, 6.0, None)),
         (
@@ -221,6 +221,20 @@ def opcheck_samples():
 def test_opcheck(index):
     op, args = opcheck_samples()[index]
     torch.library.opcheck(op, args)
+
+
+def test_int8_linear_matmul_out_variant():
+    """``int8_linear_matmul.out(A, B, out)``: exact int32 products written into ``out``; opcheck; bad ``out``."""
+    A = torch.randint(-128, 128, (3, 7, 20), dtype=torch.int8)
+    B = torch.randint(-128, 128, (30, 20), dtype=torch.int8)
+    out = torch.full((3, 7, 30), -1, dtype=torch.int32)
+    assert torch.ops.bnb_api.int8_linear_matmul.out(A, B, out) is None
+    assert torch.equal(out.long(), A.long() @ B.long().t())
+    torch.library.opcheck(torch.ops.bnb_api.int8_linear_matmul.out, (A[0], B, out[0]))
+    with pytest.raises(ValueError, match=r"out.shape=\(3, 7, 31\)"):
+        torch.ops.bnb_api.int8_linear_matmul.out(A, B, torch.empty(3, 7, 31, dtype=torch.int32))
+    with pytest.raises(TypeError, match="out.dtype"):
+        torch.ops.bnb_api.int8_linear_matmul.out(A, B, torch.empty(3, 7, 30))
 
 
 def test_opcheck_int8_quant_with_outliers():

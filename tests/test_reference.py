@@ -299,3 +299,31 @@ def test_dynamic_maps_equal_bitsandbytes():
     assert torch.equal(codes.dynamic_map(False), bnb.create_dynamic_map(False))
     assert torch.equal(codes.code_4bit("nf4"), bnb.get_4bit_type("nf4", device="cpu"))
     assert torch.equal(codes.code_4bit("fp4"), bnb.get_4bit_type("fp4", device="cpu"))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("max_exponent_bits", [4, 7, 8])
+def test_create_dynamic_map_parameters_vs_float64(signed, max_exponent_bits):
+    """Any exponent budget of bitsandbytes' construction: a fraction grid of 2**(bits) + 1 edges, truncated to an
+    integer (8 signed exponent bits leave 1.5 -> 1 edge, an empty first decade), bin centres scaled by 10**e."""
+    from bnb_api import functional as F
+
+    if not signed and max_exponent_bits != 7:  # the unsigned grid fills 256 codes only with 7 (bitsandbytes asserts)
+        with pytest.raises(ValueError, match="total_bits"):
+            F.create_dynamic_map(signed, max_exponent_bits, 8)
+        return
+    expected = [0.0, 1.0]
+    for e in range(max_exponent_bits):
+        n_edges = int(2 ** (e + 7 - max_exponent_bits + (0 if signed else 1)) + 1)
+        edges = torch.linspace(0.1, 1, n_edges, dtype=torch.float64)
+        centres = ((edges[:-1] + edges[1:]) / 2 * 10.0 ** (e - max_exponent_bits + 1)).tolist()
+        expected += centres + ([-c for c in centres] if signed else [])
+    extra = 2 ** (7 - max_exponent_bits) - 1
+    if extra > 0:
+        edges = torch.linspace(0.1, 1, extra + 1, dtype=torch.float64)
+        centres = ((edges[:-1] + edges[1:]) / 2 * 10.0 ** 0).tolist()
+        expected += centres + ([-c for c in centres] if signed else [])
+    expected = sorted(expected + [0.0] * (256 - len(expected)))
+    got = F.create_dynamic_map(signed, max_exponent_bits, 8)
+    assert got.shape == (256,) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=0)

@@ -2,10 +2,10 @@
 
 Everything runs on the ``bnb_api`` ops, so each piece is served by the best registered kernel.
 
-* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. Without gradients, one row of ``A`` goes through
-  ``gemv_4bit`` (the weight is never dequantized) and larger batches through ``dequantize_4bit`` +
-  ``linear``. With gradients (QLoRA), :class:`MatMul4Bit` gives ``dA = dY @ dequant(B)`` and
-  ``dbias = sum(dY)``; the frozen 4-bit weight gets no gradient.
+* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. One row of ``A`` goes through ``gemv_4bit`` (the
+  weight is never dequantized; the same bits with and without gradients) and larger batches through
+  ``dequantize_4bit`` + ``linear``. With gradients (QLoRA), :class:`MatMul4Bit` gives ``dA = dY @ dequant(B)``
+  and ``dbias = sum(dY)``; the frozen 4-bit weight gets no gradient.
 * :func:`matmul` — ``A @ W.T (+ bias)`` with ``W`` held as int8 rows ``state.CB`` and scales ``state.SCB``
   (``W = CB * SCB / 127``). The forward is the op ``int8_mm_outlier``: activation columns with some
   ``|x| >= state.threshold`` are multiplied in ``A.dtype``, the rest in int8. With
@@ -193,8 +193,13 @@ class MatMul4Bit(torch.autograd.Function):
         if ctx.is_empty:
             ctx.save_for_backward(None)
             return _empty_out(A, quant_state.shape[0])
-        W = _dequant_4bit(B, quant_state, A.dtype)
-        output = torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))
+        if A.numel() == A.shape[-1]:  # one row: the gemv, so that with and without gradients give the same bits
+            output = F.gemv_4bit(A, B, state=quant_state)
+            if bias is not None:
+                output = output + bias.to(A.dtype)
+        else:
+            W = _dequant_4bit(B, quant_state, A.dtype)
+            output = torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))
         ctx.save_for_backward(B if ctx.needs_input_grad[0] else None)
         if out is not None:
             return out.copy_(output)
@@ -223,12 +228,19 @@ def matmul_4bit(
     bias: Tensor | None = None,
 ) -> Tensor:
     """4-bit ``A @ dequant(B).T (+ bias)``: ``A`` (..., K) float32/16/bf16, ``B`` packed with
-    ``quant_state.shape == (N, K)``. Returns ``A.dtype`` (..., N); differentiable in ``A`` and ``bias``."""
+    ``quant_state.shape == (N, K)`` (as stored or transposed: the packed bytes are the same). Returns ``A.dtype``
+    (..., N); differentiable in ``A`` and ``bias``.
+
+    As in bitsandbytes, a weight quantized from a ``(K, N)`` tensor (``A.shape[-1] == quant_state.shape[0]``,
+    not square) gives ``A @ dequant(B)`` instead, with a ``DeprecationWarning``: quantize the ``(N, K)`` weight.
+    """
     if quant_state is None:
         raise BnbValueError("matmul_4bit: quant_state is required (the QuantState returned by quantize_4bit)")
     if quant_state.shape is None or len(quant_state.shape) != 2:
         raise BnbValueError(f"matmul_4bit: quant_state.shape={quant_state.shape} must be 2-D (N, K)")
     N, K = quant_state.shape
+    if A.dim() > 0 and A.shape[-1] == N and N != K:
+        return _matmul_4bit_kn(A, B, quant_state, out, bias)
     if A.dim() == 0 or A.shape[-1] != K:
         raise BnbValueError(f"matmul_4bit: A.shape={tuple(A.shape)} must end in K={K} (quant_state.shape={[N, K]})")
     needs_grad = torch.is_grad_enabled() and (A.requires_grad or (bias is not None and bias.requires_grad))
@@ -246,3 +258,21 @@ def matmul_4bit(
     if out is not None:
         return out.copy_(result)
     return result
+
+
+def _matmul_4bit_kn(A: Tensor, B: Tensor, quant_state: F.QuantState, out: Tensor | None,
+                    bias: Tensor | None) -> Tensor:  # fmt: skip
+    """``A @ dequant(B) (+ bias)`` for a weight quantized in ``(K, N)`` orientation (bitsandbytes' deprecated
+    form); autograd reaches ``A`` and ``bias`` through ``linear`` (the dequantized weight is a constant)."""
+    import warnings
+
+    if not torch.compiler.is_compiling():
+        warnings.warn(
+            f"matmul_4bit: the weight was quantized from a (K, N) tensor "
+            f"(quant_state.shape={list(quant_state.shape)}); quantize the (out_features, in_features) weight instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+    W = _dequant_4bit(B, quant_state, A.dtype)
+    result = torch.nn.functional.linear(A, W.t(), None if bias is None else bias.to(A.dtype))
+    return out.copy_(result) if out is not None else result

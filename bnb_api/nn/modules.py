@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as tF
 from torch import Tensor, nn
@@ -122,6 +124,10 @@ class Linear4bit(nn.Linear):
         """Compute in ``x.dtype`` for float32/bfloat16 inputs (float16 keeps the configured dtype)."""
         if x.dtype in (torch.float32, torch.bfloat16):
             self.compute_dtype = x.dtype
+        elif x.dtype == torch.float16 and self.compute_dtype in (None, torch.float32):
+            what = "inference" if x.numel() == x.shape[-1] else "inference or training speed"
+            warnings.warn(f"Input type into Linear4bit is torch.float16, but bnb_4bit_compute_dtype=torch.float32 "
+                          f"(default). This will lead to slow {what}.", UserWarning, stacklevel=3)  # fmt: skip
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -147,7 +153,9 @@ class Linear4bit(nn.Linear):
         inp_dtype = x.dtype
         if self.compute_dtype is not None:
             x = x.to(self.compute_dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        bias = self.bias
+        if bias is not None and bias.dtype != x.dtype:  # as bitsandbytes: the bias takes the compute dtype, in place
+            bias.data = bias.data.to(x.dtype)
         return matmul_4bit(x, self.weight.data, bias=bias, quant_state=self.weight.quant_state).to(inp_dtype)
 
 
@@ -306,6 +314,9 @@ class Embedding4bit(nn.Embedding):
                                  quant_type=quant_type, quant_storage=quant_storage, module=self)  # fmt: skip
         self.quant_state = None
         self.quant_storage = quant_storage
+        if embedding_dim % self.weight.blocksize != 0:
+            warnings.warn(f"Embedding size {embedding_dim} is not divisible by block size {self.weight.blocksize}. "
+                          "This will lead to slow inference.", UserWarning, stacklevel=2)  # fmt: skip
 
     def _forward_with_partial_dequantize(self, input: Tensor) -> Tensor:
         qs = self.weight.quant_state
