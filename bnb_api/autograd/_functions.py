@@ -181,6 +181,16 @@ def _dequant_4bit(B: Tensor, quant_state: F.QuantState, dtype: torch.dtype) -> T
     return _op.dequantize_4bit(B, absmax, quant_state.blocksize, quant_state.quant_type, list(quant_state.shape), dtype)
 
 
+def _forward_4bit(A: Tensor, B: Tensor, quant_state: F.QuantState, bias: Tensor | None) -> Tensor:
+    """``A @ dequant(B).T (+ bias)`` for non-empty ``A``: one row through ``gemv_4bit`` (the weight never
+    materialized), more through ``dequantize_4bit`` + ``linear``."""
+    if A.numel() == A.shape[-1]:
+        result = F.gemv_4bit(A, B, state=quant_state)
+        return result if bias is None else result + bias.to(A.dtype)
+    W = _dequant_4bit(B, quant_state, A.dtype)
+    return torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))
+
+
 class MatMul4Bit(torch.autograd.Function):
     """``A @ dequant(B).T (+ bias)`` with gradients for ``A`` and ``bias`` (the 4-bit weight is frozen)."""
 
@@ -193,13 +203,7 @@ class MatMul4Bit(torch.autograd.Function):
         if ctx.is_empty:
             ctx.save_for_backward(None)
             return _empty_out(A, quant_state.shape[0])
-        if A.numel() == A.shape[-1]:  # one row: the gemv, so that with and without gradients give the same bits
-            output = F.gemv_4bit(A, B, state=quant_state)
-            if bias is not None:
-                output = output + bias.to(A.dtype)
-        else:
-            W = _dequant_4bit(B, quant_state, A.dtype)
-            output = torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))
+        output = _forward_4bit(A, B, quant_state, bias)  # one row: the gemv, with or without gradients
         ctx.save_for_backward(B if ctx.needs_input_grad[0] else None)
         if out is not None:
             return out.copy_(output)
@@ -246,15 +250,7 @@ def matmul_4bit(
     needs_grad = torch.is_grad_enabled() and (A.requires_grad or (bias is not None and bias.requires_grad))
     if needs_grad:
         return MatMul4Bit.apply(A, B, out, bias, quant_state)
-    if A.numel() == 0:
-        result = _empty_out(A, N)
-    elif A.numel() == K:  # one row: gemv straight from the packed weight
-        result = F.gemv_4bit(A, B, state=quant_state)
-        if bias is not None:
-            result = result + bias.to(A.dtype)
-    else:
-        W = _dequant_4bit(B, quant_state, A.dtype)
-        result = torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))
+    result = _empty_out(A, N) if A.numel() == 0 else _forward_4bit(A, B, quant_state, bias)
     if out is not None:
         return out.copy_(result)
     return result
