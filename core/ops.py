@@ -365,30 +365,34 @@ def check_int8_vectorwise_quant(A: Tensor, threshold: float) -> None:
         raise BnbValueError(f"{op}: threshold={threshold!r} must be a float >= 0 (0 disables outliers)")
 
 
-@torch.library.custom_op("bnb_api::int8_vectorwise_quant", mutates_args=())
-def int8_vectorwise_quant(A: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+@torch.library.custom_op(
+    "bnb_api::int8_vectorwise_quant",
+    mutates_args=(),
+    schema="(Tensor A, float threshold=0.0) -> (Tensor, Tensor, Tensor?)",
+)
+def int8_vectorwise_quant(A: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor, Tensor | None]:
     """Row-wise int8 quantization with outlier columns (LLM.int8()).
 
     ``A`` (..., K) float32/16/bf16, rows = ``A.shape[:-1]`` flattened. With ``threshold > 0`` every
     column holding some ``|x| >= threshold`` is an outlier: its entries are left out of the row absmax
     and set to 0 in the codes. Returns ``(codes int8 A.shape, row_absmax float32 (rows,),
     outlier_cols int64 sorted (n_outliers,))``; codes = ``rint(x * (127 / row_absmax))`` (0 for an
-    all-zero row). ``outlier_cols`` is empty when ``threshold == 0`` or nothing crosses it.
+    all-zero row). ``outlier_cols`` is ``None`` when ``threshold == 0`` (as bitsandbytes' op returns it) and
+    empty when nothing crosses the threshold. Backend kernels always return a tensor (empty at threshold 0).
     """
     check_int8_vectorwise_quant(A, threshold)
-    return _call("int8_vectorwise_quant", A.device, dict(A=A.contiguous(), threshold=float(threshold)))
+    codes, stats, cols = _call("int8_vectorwise_quant", A.device, dict(A=A.contiguous(), threshold=float(threshold)))
+    return codes, stats, (cols if threshold > 0 else None)
 
 
 @int8_vectorwise_quant.register_fake
 def _(A: Tensor, threshold: float = 0.0):
     check_int8_vectorwise_quant(A, threshold)
     rows = A.numel() // A.shape[-1] if A.shape[-1] else 0
-    n_out = torch.library.get_ctx().new_dynamic_size()
-    return (
-        torch.empty(A.shape, dtype=torch.int8, device=A.device),
-        A.new_empty((rows,), dtype=torch.float32),
-        A.new_empty((n_out,), dtype=torch.int64),
-    )
+    codes, stats = torch.empty(A.shape, dtype=torch.int8, device=A.device), A.new_empty((rows,), dtype=torch.float32)
+    if threshold <= 0:
+        return codes, stats, None
+    return codes, stats, A.new_empty((torch.library.get_ctx().new_dynamic_size(),), dtype=torch.int64)
 
 
 def check_int8_linear_matmul(A: Tensor, B: Tensor) -> None:

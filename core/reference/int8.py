@@ -29,7 +29,7 @@ def int8_vectorwise_quant(A: torch.Tensor, threshold: float = 0.0) -> tuple[torc
     row_absmax = x_in.abs().amax(dim=1) if K else x.new_zeros(x.shape[0])
     scale = torch.where(row_absmax > 0, 127.0 / row_absmax, torch.zeros_like(row_absmax))
     codes = torch.round(x_in * scale[:, None]).clamp(-127, 127).to(torch.int8)
-    if outlier_cols.numel():
+    if outlier_cols is not None and outlier_cols.numel():  # the op gives None at threshold 0
         codes[:, outlier_cols] = 0
     return codes.view(A.shape), row_absmax, outlier_cols
 
@@ -77,7 +77,7 @@ def compose_mm_outlier(
     """``int8_mm_outlier`` built from the three primitives given (reference or dispatched ops)."""
     CA, SCA, outlier_cols = quant(A, threshold)
     out = dequant(matmul(CA, CB), SCA, SCB, torch.float32, bias)
-    if outlier_cols.numel():
+    if outlier_cols is not None and outlier_cols.numel():  # the op gives None at threshold 0
         K = A.shape[-1]
         sub_a = A.reshape(-1, K)[:, outlier_cols].float()
         sub_w = CB[:, outlier_cols].float() * (SCB.reshape(-1, 1) / 127.0)
