@@ -53,6 +53,9 @@ _backends.load_plugins()
 
 from bnb_api import functional  # noqa: E402
 
+features = {"multi_backend"}
+"""What integrations probe for (Transformers and diffusers read bitsandbytes' ``features`` the same way)."""
+
 _LAZY = {  # heavier user-facing modules, imported at first access
     "nn": ("bnb_api.nn", None),
     "optim": ("bnb_api.optim", None),
@@ -63,7 +66,15 @@ _LAZY = {  # heavier user-facing modules, imported at first access
 }
 
 
+def _supported_torch_devices() -> set[str]:
+    """Device types some registered backend serves, asked anew on each access (``bnb_api.supported_torch_devices``,
+    bitsandbytes' name): plugins registered later count."""
+    return {dt for b in registry.backends().values() for dt in b.device_types if dt != registry.ANY_DEVICE}
+
+
 def __getattr__(name: str):
+    if name == "supported_torch_devices":
+        return _supported_torch_devices()
     if name in _LAZY:
         import importlib
 
@@ -83,6 +94,7 @@ __all__ = [
     "INTERFACE_VERSION",
     "exclude_backends",
     "explain",
+    "features",
     "functional",
     "matmul",
     "matmul_4bit",
@@ -91,5 +103,6 @@ __all__ = [
     "optim",
     "register_backend",
     "register_kernel",
+    "supported_torch_devices",
     "use_backend",
 ]

@@ -117,6 +117,30 @@ def test_lamb_lars_clip_the_update():
         assert step_norm <= max_unorm * p0.norm() * (1 + 1e-4), cls
 
 
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.9, 0.01)])
+def test_pytorch_lars_matches_lars32bit_and_float64(momentum, weight_decay):
+    """bitsandbytes' reference LARS in plain torch: the fused LARS32bit follows it, and both follow the
+    float64 formula (momentum buffer, coupled decay, update scaled to max_unorm * ||p||)."""
+    p0 = rand(64, 96, seed=3, scale=0.1)
+    grads = [rand(64, 96, seed=200 + i, scale=1.0 if i % 2 else 0.01) for i in range(8)]
+    a, b = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    ref = O.PytorchLARS([a], lr=0.05, momentum=momentum, weight_decay=weight_decay, max_unorm=0.02)
+    fused = O.LARS32bit([b], lr=0.05, momentum=momentum, weight_decay=weight_decay, max_unorm=0.02)
+    p64, buf = p0.double(), None
+    for g in grads:
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        fused.step()
+        d = g.double() + weight_decay * p64
+        buf = d if buf is None or momentum == 0 else momentum * buf + d
+        scale = min(1.0, float(0.02 * p64.norm() / buf.norm()))
+        p64 = p64 - 0.05 * scale * buf
+    torch.testing.assert_close(a.detach().double(), p64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="nesterov"):
+        O.PytorchLARS([a], nesterov=True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # 8-bit against 32-bit
 # ---------------------------------------------------------------------------------------------------

@@ -171,3 +171,17 @@ def test_demo_command_runs():
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "NF4 + double quant" in out.stdout and "saved" in out.stdout
+
+
+def test_features_and_supported_devices_for_integrations():
+    """bitsandbytes' integration signals: ``features`` holds "multi_backend"; ``supported_torch_devices`` lists
+    the device types of the registered backends, a backend registered later included."""
+    assert bnb_api.features == {"multi_backend"}
+    assert {"cpu", "cuda"} <= bnb_api.supported_torch_devices
+    assert "fakedev" not in bnb_api.supported_torch_devices
+    bnb_api.register_backend("fake_for_devices", ["fakedev"])
+    try:
+        assert "fakedev" in bnb_api.supported_torch_devices
+    finally:
+        registry.unregister_backend("fake_for_devices")
+    assert "fakedev" not in bnb_api.supported_torch_devices

@@ -42,6 +42,7 @@ from bnb_api.optim.algorithms import (
     SGD32bit,
 )
 from bnb_api.optim.optimizer import GlobalOptimManager, Optimizer1State, Optimizer2State, Optimizer8bit
+from bnb_api.optim.pytorch_lars import PytorchLARS
 
 __all__ = [
     "AdEMAMix",
@@ -81,6 +82,7 @@ __all__ = [
     "PagedLion",
     "PagedLion32bit",
     "PagedLion8bit",
+    "PytorchLARS",
     "RMSprop",
     "RMSprop32bit",
     "RMSprop8bit",
