@@ -4,10 +4,23 @@ import itertools
 
 import pytest
 import torch
-from peer_helpers import dname
+from peer_helpers import assert_grads_match, dname
 
 TRIPLES = list(itertools.product([True, False], repeat=3))
 TRANSPOSE = [(False, True), (False, False)]
+
+
+def _weight_target_bias(dimB, out_shape, dtype, req_grad, has_bias):
+    """The operands of bitsandbytes' matmul tests: a xavier-initialized weight B, a regression target and a
+    bias with a clone of it for the library under test (None, None without bias)."""
+    B = torch.randn(size=dimB, requires_grad=req_grad[1], dtype=dtype)
+    target = torch.randn(size=out_shape, requires_grad=req_grad[1], dtype=dtype)
+    bias = bias2 = None
+    if has_bias:
+        bias = torch.randn(out_shape[1], dtype=dtype, requires_grad=req_grad[2])
+        bias2 = bias.clone()
+    torch.nn.init.xavier_uniform_(B)
+    return B, target, bias, bias2
 
 
 @pytest.mark.parametrize("has_bias", [True, False], ids=["bias", "nobias"])
@@ -33,13 +46,7 @@ def test_matmullt(lib, dim2, decomp, dtype, req_grad, transpose, has_fp16_weight
         if decomp == 6.0:
             with torch.no_grad():
                 A[:, outlier_dim] = 6.0
-        B = torch.randn(size=dimB, requires_grad=req_grad[1], dtype=dtype)
-        target = torch.randn(size=(dim2, dim4), requires_grad=req_grad[1], dtype=dtype)
-        bias = bias2 = None
-        if has_bias:
-            bias = torch.randn(dim4, dtype=dtype, requires_grad=req_grad[2])
-            bias2 = bias.clone()
-        torch.nn.init.xavier_uniform_(B)
+        B, target, bias, bias2 = _weight_target_bias(dimB, (dim2, dim4), dtype, req_grad, has_bias)
         B2 = B.clone()
         state = bnb.MatmulLtState()
         state.threshold = decomp
@@ -66,23 +73,7 @@ def test_matmullt(lib, dim2, decomp, dtype, req_grad, transpose, has_fp16_weight
         bad2 = (idx == 0).sum().item()
         assert bad2 <= n * 0.001, f"{bad2}/{n} outside atol=.035,rtol=.2"
         if has_fp16_weights and any(req_grad):
-            out_bnb.data.copy_(out_torch)
-            torch.nn.functional.mse_loss(out_bnb, target).mean().backward()
-            gA1 = A.grad
-            A.grad = None
-            if has_bias:
-                gb1 = bias.grad
-                bias.grad = None
-            torch.nn.functional.mse_loss(out_torch, target).mean().backward()
-            gA2 = A.grad
-            A.grad = None
-            if has_bias:
-                gb2 = bias.grad
-                bias.grad = None
-            if req_grad[0]:
-                torch.testing.assert_close(gA1, gA2, atol=0.015, rtol=0.1)
-            if req_grad[2]:
-                torch.testing.assert_close(gb1, gb2)
+            assert_grads_match(out_bnb, out_torch, target, A, bias, req_grad)
 
 
 @pytest.mark.parametrize("quant_type", ["fp4", "nf4"])
@@ -102,13 +93,7 @@ def test_matmul_4bit(lib, dim2, req_grad, transpose, has_bias, dtype, cs, quant_
         req_grad[2] = False
     for _ in range(3):
         A = torch.randn(size=dimA, requires_grad=req_grad[0], dtype=dtype)
-        B = torch.randn(size=dimB, requires_grad=req_grad[1], dtype=dtype)
-        target = torch.randn(size=(dim2, dim4), requires_grad=req_grad[1], dtype=dtype)
-        bias = bias2 = None
-        if has_bias:
-            bias = torch.randn(dim4, dtype=dtype, requires_grad=req_grad[2])
-            bias2 = bias.clone()
-        torch.nn.init.xavier_uniform_(B)
+        B, target, bias, bias2 = _weight_target_bias(dimB, (dim2, dim4), dtype, req_grad, has_bias)
         B2, qs = bnb.functional.quantize_4bit(B, compress_statistics=cs, quant_type=quant_type)
         if transpose[1]:
             out_torch = torch.matmul(A, B.t())
@@ -123,25 +108,7 @@ def test_matmul_4bit(lib, dim2, req_grad, transpose, has_bias, dtype, cs, quant_
             err = (out_bnb - out_torch).abs().float().mean().item()
             assert err < 0.115, err
         if any(req_grad):
-            out_bnb.data.copy_(out_torch)
-            torch.nn.functional.mse_loss(out_bnb, target).mean().backward()
-            gA1 = A.grad
-            A.grad = None
-            B.grad = None
-            if has_bias:
-                gb1 = bias.grad
-                bias.grad = None
-            torch.nn.functional.mse_loss(out_torch, target).mean().backward()
-            gA2 = A.grad
-            A.grad = None
-            B.grad = None
-            if has_bias:
-                gb2 = bias.grad
-                bias.grad = None
-            if req_grad[0]:
-                torch.testing.assert_close(gA1, gA2, atol=0.015, rtol=0.1)
-            if req_grad[2]:
-                torch.testing.assert_close(gb1, gb2)
+            assert_grads_match(out_bnb, out_torch, target, A, bias, req_grad, also_clear=(B,))
 
 
 @pytest.mark.parametrize("has_bias", [True, False], ids=["bias", "nobias"])

@@ -11,6 +11,22 @@ ITERS_8BIT = 3  # bnb: 100 (CUDA) / 10 (CPU)
 
 
 # ---------------- 8-bit blockwise ----------------
+def _blockwise_errors(F, sample, dtype, blocksize, nested, code=None):
+    """Mean absolute and relative error of quantize_blockwise round trips on ITERS_8BIT 1024 x 1024 samples (the
+    first through QuantState.as_dict / from_dict); also the last round trip's output."""
+    diffs, rels = [], []
+    for i in range(ITERS_8BIT):
+        A1 = sample(1024, 1024, dtype=dtype)
+        C, S = F.quantize_blockwise(A1, blocksize=blocksize, nested=nested, **({} if code is None else {"code": code}))
+        if i == 0:
+            S = F.QuantState.from_dict(S.as_dict(), device=torch.device("cpu"))
+        A2 = F.dequantize_blockwise(C, S)
+        d = (A1 - A2).abs().float()
+        diffs.append(d.mean().item())
+        rels.append((d / (A1.float() + 1e-8).abs()).mean().item())
+    return sum(diffs) / len(diffs), sum(rels) / len(rels), A2
+
+
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 @pytest.mark.parametrize("blocksize", [4096, 2048, 1024, 512, 256, 128, 64])
 @pytest.mark.parametrize("nested", [False, True], ids=["plain", "nested"])
@@ -19,33 +35,13 @@ def test_dynamic_blockwise_quantization(lib, dtype, nested, blocksize, signed):
     F = lib.functional
     if lib.__name__ == "bitsandbytes" and (dtype != torch.float32 or nested or blocksize != 256):
         pytest.skip("bnb's own CPU run only covers fp32/plain/256")
-    diffs, rels = [], []
-    for i in range(ITERS_8BIT):
-        A1 = torch.randn(1024, 1024, dtype=dtype)
-        C, S = F.quantize_blockwise(A1, blocksize=blocksize, nested=nested)
-        if i == 0:
-            S = F.QuantState.from_dict(S.as_dict(), device=torch.device("cpu"))
-        A2 = F.dequantize_blockwise(C, S)
-        d = (A1 - A2).abs().float()
-        diffs.append(d.mean().item())
-        rels.append((d / (A1.float() + 1e-8).abs()).mean().item())
-    abserr, relerr = sum(diffs) / len(diffs), sum(rels) / len(rels)
+    abserr, relerr, A2 = _blockwise_errors(F, torch.randn, dtype, blocksize, nested)
     assert abserr < 0.011, abserr
     assert relerr < 0.018, relerr
     assert A2.dtype == dtype
 
-    diffs, rels = [], []
     code = F.create_dynamic_map(signed=signed)
-    for i in range(ITERS_8BIT):
-        A1 = torch.rand(1024, 1024, dtype=dtype)
-        C, S = F.quantize_blockwise(A1, blocksize=blocksize, nested=nested, code=code)
-        if i == 0:
-            S = F.QuantState.from_dict(S.as_dict(), device=torch.device("cpu"))
-        A2 = F.dequantize_blockwise(C, S)
-        d = (A1 - A2).abs().float()
-        diffs.append(d.mean().item())
-        rels.append((d / (A1.float() + 1e-8).abs()).mean().item())
-    abserr, relerr = sum(diffs) / len(diffs), sum(rels) / len(rels)
+    abserr, relerr, A2 = _blockwise_errors(F, torch.rand, dtype, blocksize, nested, code)
     if signed:
         assert abserr < 0.0036, abserr
         assert relerr < 0.015, relerr

@@ -7,7 +7,7 @@ from tempfile import TemporaryDirectory
 
 import pytest
 import torch
-from peer_helpers import dname, load_from_buffer, save_to_buffer
+from peer_helpers import assert_compiled_matches_eager, dname, load_from_buffer, save_to_buffer
 
 storage = {"uint8": torch.uint8, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -163,17 +163,4 @@ def test_linear4bit_torch_compile(lib, quant_type, compute_dtype, cs, bias, full
             for _ in range(4)
         ]
     ).to("cpu")
-    x = torch.randn(bs, dim, dtype=compute_dtype)
-    with torch.no_grad():
-        ref = net(x)
-    cnet = torch.compile(net, fullgraph=fullgraph, mode=mode, backend="inductor")
-    with torch.no_grad():
-        out = cnet(x)
-    assert out.shape == ref.shape and out.dtype == ref.dtype
-    torch.testing.assert_close(out, ref)
-    x.requires_grad_(True)
-    net(x).sum().backward()
-    g_ref = x.grad.clone()
-    x.grad = None
-    cnet(x).sum().backward()
-    torch.testing.assert_close(x.grad, g_ref)
+    assert_compiled_matches_eager(net, torch.randn(bs, dim, dtype=compute_dtype), fullgraph, mode)

@@ -7,7 +7,7 @@ from tempfile import TemporaryDirectory
 
 import pytest
 import torch
-from peer_helpers import load_from_buffer, save_to_buffer
+from peer_helpers import assert_compiled_matches_eager, load_from_buffer, save_to_buffer
 
 
 def test_linear_no_igemmlt(lib):
@@ -158,17 +158,4 @@ def test_linear8bitlt_torch_compile(lib, threshold, bias, fullgraph, mode):
     dyn = fullgraph and threshold > 0
     with torch._dynamo.config.patch("capture_dynamic_output_shape_ops", dyn):
         x = torch.randn(bs, dim, dtype=torch.float16)
-        with torch.no_grad():
-            ref = net(x)
-        cnet = torch.compile(net, fullgraph=fullgraph, mode=mode, backend="inductor")
-        with torch.no_grad():
-            out = cnet(x)
-        assert out.shape == ref.shape and out.dtype == ref.dtype
-        torch.testing.assert_close(out, ref)
-        if threshold == 0:
-            x.requires_grad_(True)
-            net(x).sum().backward()
-            g_ref = x.grad.clone()
-            x.grad = None
-            cnet(x).sum().backward()
-            torch.testing.assert_close(x.grad, g_ref)
+        assert_compiled_matches_eager(net, x, fullgraph, mode, grads=threshold == 0)
