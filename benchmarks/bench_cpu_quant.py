@@ -251,6 +251,28 @@ def bench_blockwise(b: Bench, bnb) -> None:
     }, n * 5 + absmax.numel() * 4)  # fmt: skip
 
 
+def bench_small_batch(b: Bench, bnb) -> None:
+    """``matmul_4bit`` with a few rows (short prompts, a few sequences decoded together): row-by-row gemv from the
+    packed weight against dequantize + ``F.linear`` (what it did before, and what larger batches still do)."""
+    import bnb_api
+    from bnb_api import functional as BF
+    from bnb_api.autograd._functions import _dequant_4bit
+
+    N, K = 11008, 4096
+    W = torch.randn(N, K, dtype=torch.bfloat16)
+    packed, qs = BF.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    layer = _bnb_linear4bit(bnb, W)
+    for M in (2, 8):
+        A = torch.randn(M, K, dtype=torch.bfloat16)
+        with torch.no_grad():
+            b.add("matmul_4bit", f"{M}x{K}·{N}x{K} nf4 bs64 bf16 nested", {
+                "cpu": lambda A=A: bnb_api.matmul_4bit(A, packed.t(), qs),
+                "dequantize + F.linear": lambda A=A: F.linear(A, _dequant_4bit(packed, qs, torch.bfloat16)),
+                "bitsandbytes": None if layer is None else (lambda A=A: layer(A)),
+            }, packed.numel() * M, weight_bytes=packed.numel() * M, baselines=("dequantize + F.linear",),
+                  note="gemv row by row (warm weight after the first); GB/s: packed bytes x rows")  # fmt: skip
+
+
 def bench_int8(b: Bench, bnb) -> None:
     for M, K, N in ((1, 4096, 4096), (16, 4096, 4096), (64, 4096, 4096), (2048, 2048, 2048)):
         A = torch.randint(-127, 128, (M, K), dtype=torch.int8)
@@ -330,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
           f"quant ISA {kq.isa()}; {kq.cpu_features()['cpu_flags']}")  # fmt: skip
     b = Bench(bw, args.quick)
     bnb = _bnb()
-    for section in (bench_gemv, bench_4bit, bench_blockwise, bench_int8):
+    for section in (bench_gemv, bench_small_batch, bench_4bit, bench_blockwise, bench_int8):
         section(b, bnb)
     print_table("cpu quant kernels (ratios: baseline time / cpu time, same run)", b.rows)
     # bitsandbytes 0.50.2 on this machine, from ../shared/machine.md (best of a quiet run)

@@ -328,16 +328,44 @@ def gemv_4bit(
     Nested statistics are decoded inside the kernel (never materialized)."""
     if state is None:
         raise BnbValueError("gemv_4bit: state (the QuantState of B) is required")
-    code = state.code if state.code is not None else _codes.code_4bit(state.quant_type, A.device)
-    if state.nested:
-        offset = state.offset if state.offset.dtype == torch.float32 else state.offset.float()
-        args = (A, B, list(state.shape), state.absmax, code, state.blocksize, state.state2.absmax,
-                state.state2.code, offset, state.state2.blocksize)  # fmt: skip
-    else:
-        args = (A, B, list(state.shape), state.absmax, code, state.blocksize)
+    args = _gemv_4bit_args(A, B, state)
     gemv = _ops.gemv_4bit_eager if _ops.eager_ok(A, B) else _op.gemv_4bit
     result = gemv(*args)
     return out.copy_(result) if out is not None else result
+
+
+_GEMV_ARG_NAMES = ("A", "B", "shapeB", "absmax", "code", "blocksize", "nested_absmax", "nested_code", "nested_offset",
+                   "nested_blocksize")  # fmt: skip
+
+
+def _gemv_4bit_args(A: Tensor, B: Tensor, state: QuantState) -> tuple:
+    """The ``bnb_api::gemv_4bit`` arguments of ``A @ dequant(B).T`` with ``state``."""
+    code = state.code if state.code is not None else _codes.code_4bit(state.quant_type, A.device)
+    if state.nested:
+        offset = state.offset if state.offset.dtype == torch.float32 else state.offset.float()
+        return (A, B, list(state.shape), state.absmax, code, state.blocksize, state.state2.absmax, state.state2.code,
+                offset, state.state2.blocksize)  # fmt: skip
+    return (A, B, list(state.shape), state.absmax, code, state.blocksize, None, None, None, 256)
+
+
+_GEMV_SERVES_ROWS: dict[str, bool] = {}
+"""The last eager answer of :func:`gemv_4bit_serves` for several rows, per device type: what a traced
+(``torch.compile``) call goes by, since the registry cannot be asked while tracing."""
+
+
+def gemv_4bit_serves(A: Tensor, B: Tensor, state: QuantState) -> bool:
+    """True when a backend's own ``gemv_4bit`` kernel (not the reference fallback) takes ``A``'s rows on its device:
+    :func:`bnb_api.matmul_4bit` then multiplies a few rows straight from the packed weight. While tracing, the
+    last eager answer for the device type (False before any)."""
+    if torch.compiler.is_compiling():
+        return _GEMV_SERVES_ROWS.get(A.device.type, False)
+    from bnb_api.core import registry
+
+    call = dict(zip(_GEMV_ARG_NAMES, _gemv_4bit_args(A, B, state)))
+    serves = registry.select("gemv_4bit", A.device.type, call).backend != registry.REFERENCE
+    if A.numel() != A.shape[-1]:
+        _GEMV_SERVES_ROWS[A.device.type] = serves
+    return serves
 
 
 # --------------------------------------------------------------------------------------------------

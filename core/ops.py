@@ -247,11 +247,6 @@ def check_gemv_4bit(
     N, K = shapeB
     if A.dim() == 0 or A.shape[-1] != K:
         raise BnbValueError(f"{op}: A.shape={tuple(A.shape)} must end in K={K} (shapeB={list(shapeB)})")
-    if A.numel() != K:
-        raise BnbValueError(
-            f"{op}: A.shape={tuple(A.shape)} holds {A.numel() // max(K, 1)} rows; gemv_4bit takes one row "
-            "(use dequantize_4bit + matmul for batches)"
-        )
     if B.numel() * B.element_size() != packed_bytes(N * K):
         raise BnbValueError(
             f"{op}: B holds {B.numel() * B.element_size()} bytes, but shapeB={list(shapeB)} needs {packed_bytes(N * K)}"
@@ -288,7 +283,8 @@ def gemv_4bit_eager(
     nested_offset: Tensor | None = None,
     nested_blocksize: int = 256,
 ) -> Tensor:
-    """``A @ dequant(B).T`` for one row of activations: ``A`` (..., K) with one row, float32/16/bf16.
+    """``A @ dequant(B).T`` straight from the packed weight: ``A`` (..., K) float32/16/bf16, made for one row (batch-1
+    decoding) or a few; backends may serve one row only (``supports``), the reference serves any number.
 
     ``B``: 4-bit packed weight of ``shapeB = (N, K)`` (any storage dtype); ``code``: its float32 (16,)
     code book; ``absmax``: float32 per block, or, when ``nested_absmax`` is given, uint8 codes of

@@ -229,7 +229,7 @@ def test_chunked_4bit_bit_exact(dtype, quant_type, shape, blocksize):
 def test_chunked_gemv_4bit(dtype, nested, N, K, blocksize):
     W = torch.randn(N, K)
     packed, absmax = REF["quantize_4bit"](W, blocksize, "nf4", torch.uint8)
-    A = torch.randn(1, K).to(dtype)
+    A = torch.randn(1 if N != 41 else 3, K).to(dtype)  # 41 rows: an A of 3 rows
     code = code_books.code_4bit("nf4")
     extra: tuple = ()
     if nested:
@@ -240,7 +240,7 @@ def test_chunked_gemv_4bit(dtype, nested, N, K, blocksize):
     out = _run("gemv_4bit", *args)
     ref = REF["gemv_4bit"](*args)
     tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
-    assert out.shape == ref.shape == (1, N) and out.dtype == dtype
+    assert out.shape == ref.shape == (A.shape[0], N) and out.dtype == dtype
     torch.testing.assert_close(out.float(), ref.float(), rtol=tol, atol=tol * K**0.5)
     # float64 math on the dequantized weight
     Wd = REF["dequantize_4bit"](packed.reshape(-1), REF["gemv_4bit"].__globals__["nested_absmax_values"](
@@ -365,3 +365,12 @@ def test_gaudi_mm_outlier_matches_reference_without_dynamic_shapes(dtype, thresh
     # float64 math: outlier columns in full precision, the rest within int8 quantization error
     exact = A.double() @ (CB.double() * SCB.double()[:, None] / 127).T + bias.double()
     assert (out.double() - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_cuda_gemv_serves_one_row_only():
+    """The cuda gemv kernel is a batch-1 kernel: more rows are left to the next kernel (dequantize + matmul in
+    matmul_4bit, or the reference), with the reason given."""
+    from bnb_api.backends.cuda import kernels
+
+    assert kernels.SUPPORTS["gemv_4bit"](A=torch.empty(1, 1, 64)) is True
+    assert "3 rows" in kernels.SUPPORTS["gemv_4bit"](A=torch.empty(3, 64))

@@ -286,6 +286,33 @@ def test_gemv_4bit_nested_scales_decoded_per_row(isa, dtype, nested_blocksize):
     assert ((y.double() - y_ref.double()).abs() <= tol).all(), f"[{dtype}, nested bs {nested_blocksize}, {isa}]"
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("shape", [(3, 256), (2, 3, 256), (0, 256)], ids=["3rows", "2x3rows", "0rows"])
+def test_gemv_4bit_a_few_rows(isa, dtype, shape):
+    """A with several rows: each output row is the one-row gemv of its row (same bits), and the reference's
+    A @ W.T within the one-row tolerance; zero rows give an empty output."""
+    N, K, bs = 45, shape[-1], 64
+    W = _data((N, K), torch.float32, seed=31)
+    packed, absmax = ref_4b.quantize_4bit(W, bs, "nf4", torch.uint8)
+    q8, nabs, dmap, off = _nested(absmax)
+    A = _data(shape, dtype, seed=32)
+    for args in ((packed.view(-1), [N, K], absmax, codes.code_4bit("nf4"), bs),
+                 (packed.view(-1), [N, K], q8, codes.code_4bit("nf4"), bs, nabs, dmap, off, 256)):  # fmt: skip
+        y = kq.gemv_4bit_cpu(A, *args)
+        assert y.shape == (*shape[:-1], N) and y.dtype == dtype
+        flat_A, flat_y = A.reshape(-1, K), y.reshape(-1, N)
+        for r in range(flat_A.shape[0]):
+            assert torch.equal(flat_y[r], kq.gemv_4bit_cpu(flat_A[r], *args)), f"row {r} [{dtype}, {isa}]"
+        y_ref = ref_4b.gemv_4bit(A, *args)
+        W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), absmax if len(args) == 5 else
+                                          ref_4b.nested_absmax_values(q8, nabs, dmap, off, 256),
+                                          codes.code_4bit("nf4"), bs, N * K).double().view(N, K)  # fmt: skip
+        scale = flat_A.double().abs() @ W64.abs().T
+        eps = {torch.float32: 2**-23, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
+        tol = scale * (1e-5 + eps + BF16_CODE_ROUNDING.get(dtype, 0.0)) + 1e-6
+        assert ((flat_y.double() - y_ref.reshape(-1, N).double()).abs() <= tol).all()
+
+
 def test_gemv_4bit_fp4_and_storage(isa):
     W = _data((40, 256), torch.float32, seed=2)
     packed, absmax = ref_4b.quantize_4bit(W, 128, "fp4", torch.float32)

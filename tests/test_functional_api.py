@@ -243,6 +243,45 @@ def test_matmul_4bit_one_row_same_bits_with_and_without_grad(dtype):
     torch.testing.assert_close(bias.grad, g.reshape(-1))
 
 
+@pytest.mark.parametrize("rows", [2, 5, 16, 17])
+def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
+    """Up to GEMV_MAX_ROWS rows, where a backend kernel serves them, take the gemv row by row (the same bits as
+    one-row calls, with or without gradients); more rows, or only the reference to serve them, dequantize + linear."""
+    from bnb_api.autograd import _functions as AF
+    from bnb_api.core import registry
+
+    W = rand(40, 128, seed=15)
+    packed, qs = F.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    A = rand(rows, 128, seed=16, dtype=torch.bfloat16)
+    bias = rand(40, seed=17, dtype=torch.bfloat16)
+    calls = []
+    real_gemv = F.gemv_4bit
+    monkeypatch.setattr(F, "gemv_4bit", lambda *a, **k: calls.append(a[0].shape) or real_gemv(*a, **k))
+    with torch.no_grad():
+        out = bnb.matmul_4bit(A, packed.t(), qs, bias=bias)
+    per_row = torch.cat([real_gemv(A[i : i + 1], packed.t(), state=qs) for i in range(rows)]) + bias
+    Wd = dequant_f64(packed, qs)
+    exact = A.double() @ Wd.T + bias.double()
+    scale = A.double().abs() @ Wd.abs().T + bias.double().abs()  # bf16: code book, products and output rounded
+    assert out.shape == (rows, 40) and out.dtype == torch.bfloat16
+    assert ((out.double() - exact).abs() <= scale * 2**-6).all()
+    if rows <= AF.GEMV_MAX_ROWS:
+        assert calls == [A.shape] and torch.equal(out, per_row)
+        Ag, bg = A.clone().requires_grad_(), bias.clone().requires_grad_()
+        with_grad = bnb.matmul_4bit(Ag, packed.t(), qs, bias=bg)
+        assert torch.equal(with_grad.detach(), out)
+        with_grad.float().sum().backward()
+        g_scale = Wd.abs().sum(0).expand(rows, 128)
+        assert ((Ag.grad.double() - Wd.sum(0).expand(rows, 128)).abs() <= g_scale * 2**-6).all()
+    else:
+        assert calls == []
+    calls.clear()
+    with registry.exclude_backends("cpu"), torch.no_grad():  # the reference alone: dequantize + linear
+        assert not F.gemv_4bit_serves(A, packed.t(), qs)
+        bnb.matmul_4bit(A, packed.t(), qs)
+    assert calls == []
+
+
 # ---------------------------------------------------------------------------------------------------
 # LLM.int8() matmul
 # ---------------------------------------------------------------------------------------------------

@@ -72,16 +72,21 @@ def test_linear4bit_gemv_and_batch_paths(dtype, quant_type):
         assert (out.double() - ref).abs().max() < tol, shape
 
 
-def test_linear4bit_gemv_is_used_for_one_row(monkeypatch):
+def test_linear4bit_gemv_is_used_for_one_row_and_a_few(monkeypatch):
+    """One row and a few rows (up to GEMV_MAX_ROWS, cpu) through the gemv; a batch through dequantize + linear."""
+    from bnb_api.autograd._functions import GEMV_MAX_ROWS
+
     layer = quantized_4bit(make_linear())
     calls = []
     real = F.gemv_4bit
-    monkeypatch.setattr(F, "gemv_4bit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(F, "gemv_4bit", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
     with torch.no_grad():
         layer(torch.randn(1, 96))
         assert calls == [1]
         layer(torch.randn(4, 96))
-        assert calls == [1]
+        assert calls == [1, 4]
+        layer(torch.randn(GEMV_MAX_ROWS + 1, 96))
+        assert calls == [1, 4]
 
 
 def test_linear4bit_quantizes_at_first_use_and_trains_input():

@@ -78,8 +78,11 @@ def test_bad_arguments_raise_clear_errors(index):
 def test_gemv_checks():
     W, packed, state = nf4_weight()
     code = state.code
-    with pytest.raises(ValueError, match="one row"):
-        ops.gemv_4bit(torch.randn(2, 64, dtype=torch.float16), packed, [32, 64], state.absmax, code, 64)
+    rows = torch.randn(2, 3, 64, dtype=torch.float16)  # a few rows: each as its own gemv
+    got = ops.gemv_4bit(rows, packed, [32, 64], state.absmax, code, 64)
+    assert got.shape == (2, 3, 32)
+    for i, j in ((0, 0), (1, 2)):
+        assert torch.equal(got[i, j], ops.gemv_4bit(rows[i, j], packed, [32, 64], state.absmax, code, 64))
     with pytest.raises(ValueError, match="must end in K=64"):
         ops.gemv_4bit(torch.randn(1, 63, dtype=torch.float16), packed, [32, 64], state.absmax, code, 64)
     with pytest.raises(ValueError, match="absmax has 31 elements"):

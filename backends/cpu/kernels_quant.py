@@ -270,14 +270,16 @@ def gemv_4bit_cpu(
     nested_absmax: torch.Tensor | None = None, nested_code: torch.Tensor | None = None,
     nested_offset: torch.Tensor | None = None, nested_blocksize: int = 256,
 ) -> torch.Tensor:  # fmt: skip
-    """``bnb_api::gemv_4bit``: ``A @ dequant(B).T`` for one row, fused (the weight is never materialized).
+    """``bnb_api::gemv_4bit``: ``A @ dequant(B).T``, fused (the weight is never materialized), row after row of A.
 
-    Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32.
+    Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32. Rows after the first read the
+    weight again, from cache when it fits there: a few rows cost a few gemvs, far less than dequantize + matmul.
     """
     op = "gemv_4bit"
     ffi, lib = _load()
     N, K = shapeB
-    _need(op, "A", A, _FLOATS, K)
+    rows = math.prod(A.shape[:-1])
+    _need(op, "A", A, _FLOATS, rows * K)
     B8 = B.view(torch.uint8) if B.dtype != torch.uint8 and B.is_contiguous() else B
     _need(op, "B", B8, (torch.uint8,), (N * K + 1) // 2)
     _need(op, "code", code, (torch.float32,), 16)
@@ -296,11 +298,14 @@ def gemv_4bit_cpu(
         am, amq = ffi.NULL, _ptr(ffi, absmax, "uint8_t *")
         nested, ncode = _ptr(ffi, nested_absmax, "float *"), _ptr(ffi, nested_code, "float *")
         offset, nlen = nested_offset.item(), nested_absmax.numel()
-    rc = lib.bnbq_gemv_4bit(_ptr(ffi, A), _dtype_code(lib, A.dtype, op, "A"), K, _ptr(ffi, B8, "uint8_t *"),
-                            B8.numel(), N, am, amq, nb, _ptr(ffi, code, "float *"), 16, blocksize, nested, nlen,
-                            ncode, 256 if nlen else 0, offset, nested_blocksize, _ptr(ffi, out), out.numel(),
-                            _threads())  # fmt: skip
-    _check_rc(lib, rc, op)
+    dt, threads = _dtype_code(lib, A.dtype, op, "A"), _threads()
+    b8, cb = _ptr(ffi, B8, "uint8_t *"), _ptr(ffi, code, "float *")
+    a_row, out_row = K * A.element_size(), N * out.element_size()
+    for r in range(rows):  # row r of A and of out, inside the tensors checked above
+        rc = lib.bnbq_gemv_4bit(ffi.cast("void *", A.data_ptr() + r * a_row), dt, K, b8, B8.numel(), N, am, amq, nb, cb,
+                                16, blocksize, nested, nlen, ncode, 256 if nlen else 0, offset, nested_blocksize,
+                                ffi.cast("void *", out.data_ptr() + r * out_row), N, threads)  # fmt: skip
+        _check_rc(lib, rc, op)
     return out
 
 

@@ -267,6 +267,12 @@ def _cublaslt_int_mm(A2: torch.Tensor, B: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
+def _gemv_supports(A, **_call) -> bool | str:
+    if A.numel() != A.shape[-1]:
+        return f"A has {A.numel() // max(A.shape[-1], 1)} rows; the gemv kernel takes one (batch-1 decoding)"
+    return True
+
+
 def _matmul_supports(A, B) -> bool | str:
     M = math.prod(A.shape[:-1])
     if -(-M // MATMUL_TILE) > MAX_GRID_Y:  # the kernel's grid.y covers A's rows in tiles of 64
@@ -279,7 +285,7 @@ SUPPORTS = {
     "dequantize_blockwise": _any,
     "quantize_4bit": _any,
     "dequantize_4bit": _any,
-    "gemv_4bit": _any,
+    "gemv_4bit": _gemv_supports,
     "int8_vectorwise_quant": _vectorwise_supports,
     "int8_linear_matmul": _matmul_supports,
     "int8_mm_dequant": _any,

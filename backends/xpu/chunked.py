@@ -113,14 +113,14 @@ def make_kernels(max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, Callable
         # chunks start on a quantization block (so on a byte): a multiple of blocksize / gcd(K, blocksize) rows
         unit = blocksize // math.gcd(K, blocksize)
         rows = max(unit, (max_elements // max(K * unit, 1)) * unit)
-        a = A.reshape(1, K).float()
+        a = A.reshape(-1, K).float()
         flat = B.view(torch.uint8).reshape(-1)
-        out = torch.empty((N,), dtype=torch.float32, device=A.device)
+        out = torch.empty((a.shape[0], N), dtype=torch.float32, device=A.device)
         for r0 in range(0, N, rows):
             r1 = min(r0 + rows, N)
             s, e = r0 * K, r1 * K
             W = _dequantize_4bit_range(flat, absmax, code, blocksize, s, e)
-            out[r0:r1] = (a @ W.view(r1 - r0, K).T).reshape(-1)
+            out[:, r0:r1] = a @ W.view(r1 - r0, K).T
         return out.to(A.dtype).view(*A.shape[:-1], N)
 
     def optimizer_step(optimizer, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,

@@ -135,6 +135,7 @@ class Gemv4bit(OpCase):
             E(N=7, K=bs + 3, A=F((1, bs + 3), dt, layout="strided", seed=2), absmax="zeros", seed=2, **nested),
             E(N=129, K=2 * bs, A=F((1, 1, 2 * bs), dt, values="mixed", seed=3), absmax="normal", seed=3, **nested),
             E(N=3, K=31, A=F((31,), dt, values="tiny", seed=4), absmax="tiny", seed=4, **nested),
+            E(N=37, K=2 * bs, A=F((2, 3, 2 * bs), dt, seed=5), absmax="normal", seed=5, **nested),  # a few rows
         ]
 
     def build(self, ex, cell, device):
@@ -160,7 +161,7 @@ class Gemv4bit(OpCase):
         if nabs is not None:
             absmax = ref4.nested_absmax_values(absmax, nabs, ncode, noff, nbs)
         W = ref4.dequantize_4bit_flat(B.reshape(-1).view(torch.uint8), absmax, code, bs, N * K).view(N, K)
-        scale = (A.detach().reshape(1, K).double().abs() @ W.double().abs().T).reshape(want[0].shape)
+        scale = (A.detach().reshape(-1, K).double().abs() @ W.double().abs().T).reshape(want[0].shape)
         tol = tolerance(self.op, cell.dtype, cell.fmt)
         # a float32 product that underflows rounds to within half the smallest subnormal, and the kernel and
         # the reference underflow in different products (code * absmax first, or A * code first): K + 1 ulps

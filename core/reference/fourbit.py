@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -85,7 +86,7 @@ def gemv_4bit(
     if nested_absmax is not None:
         absmax = nested_absmax_values(absmax, nested_absmax, nested_code, nested_offset, nested_blocksize)
     W = dequantize_4bit_flat(B, absmax, code, blocksize, N * K).view(N, K)
-    out = A.reshape(1, K).float() @ W.T
+    out = A.reshape(math.prod(A.shape[:-1]), K).float() @ W.T
     return out.to(A.dtype).view(*A.shape[:-1], N)
 
 
