@@ -323,7 +323,8 @@ def gemv_4bit(
     A: Tensor, B: Tensor, out: Tensor | None = None, transposed_A: bool = False, transposed_B: bool = False,
     state: QuantState | None = None,
 ) -> Tensor:  # fmt: skip
-    """``A @ dequant(B).T`` for one row ``A`` (..., K); ``B`` packed with ``state.shape == (N, K)``.
+    """``A @ dequant(B).T`` for ``A`` (..., K) of one row (batch-1 decoding) or a few; ``B`` packed with
+    ``state.shape == (N, K)``.
 
     Nested statistics are decoded inside the kernel (never materialized)."""
     if state is None:

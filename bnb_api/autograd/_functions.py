@@ -2,10 +2,11 @@
 
 Everything runs on the ``bnb_api`` ops, so each piece is served by the best registered kernel.
 
-* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. One row of ``A`` goes through ``gemv_4bit`` (the
-  weight is never dequantized; the same bits with and without gradients) and larger batches through
-  ``dequantize_4bit`` + ``linear``. With gradients (QLoRA), :class:`MatMul4Bit` gives ``dA = dY @ dequant(B)``
-  and ``dbias = sum(dY)``; the frozen 4-bit weight gets no gradient.
+* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. One row of ``A``, or up to ``GEMV_MAX_ROWS`` where a
+  backend's own kernel takes them, goes through ``gemv_4bit`` (the weight is never dequantized; the same bits with
+  and without gradients) and larger batches through ``dequantize_4bit`` + ``linear``. With gradients (QLoRA),
+  :class:`MatMul4Bit` gives ``dA = dY @ dequant(B)`` and ``dbias = sum(dY)``; the frozen 4-bit weight gets no
+  gradient.
 * :func:`matmul` — ``A @ W.T (+ bias)`` with ``W`` held as int8 rows ``state.CB`` and scales ``state.SCB``
   (``W = CB * SCB / 127``). The forward is the op ``int8_mm_outlier``: activation columns with some
   ``|x| >= state.threshold`` are multiplied in ``A.dtype``, the rest in int8. With
@@ -15,6 +16,7 @@ Everything runs on the ``bnb_api`` ops, so each piece is served by the best regi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -212,7 +214,7 @@ class MatMul4Bit(torch.autograd.Function):
         if ctx.is_empty:
             ctx.save_for_backward(None)
             return _empty_out(A, quant_state.shape[0])
-        output = _forward_4bit(A, B, quant_state, bias)  # one row: the gemv, with or without gradients
+        output = _forward_4bit(A, B, quant_state, bias)  # the same path as without gradients
         ctx.save_for_backward(B if ctx.needs_input_grad[0] else None)
         if out is not None:
             return out.copy_(output)
@@ -269,8 +271,6 @@ def _matmul_4bit_kn(A: Tensor, B: Tensor, quant_state: F.QuantState, out: Tensor
                     bias: Tensor | None) -> Tensor:  # fmt: skip
     """``A @ dequant(B) (+ bias)`` for a weight quantized in ``(K, N)`` orientation (bitsandbytes' deprecated
     form); autograd reaches ``A`` and ``bias`` through ``linear`` (the dequantized weight is a constant)."""
-    import warnings
-
     if not torch.compiler.is_compiling():
         warnings.warn(
             f"matmul_4bit: the weight was quantized from a (K, N) tensor "
