@@ -252,25 +252,27 @@ def bench_blockwise(b: Bench, bnb) -> None:
 
 
 def bench_small_batch(b: Bench, bnb) -> None:
-    """``matmul_4bit`` with a few rows (short prompts, a few sequences decoded together): row-by-row gemv from the
-    packed weight against dequantize + ``F.linear`` (what it did before, and what larger batches still do)."""
+    """``matmul_4bit`` with a few rows (short prompts, a few sequences decoded together): one pass of the batched gemv
+    over the packed weight for all rows, against dequantize + ``F.linear`` (what larger batches still do)."""
     import bnb_api
     from bnb_api import functional as BF
     from bnb_api.autograd._functions import _dequant_4bit
 
     N, K = 11008, 4096
     W = torch.randn(N, K, dtype=torch.bfloat16)
-    packed, qs = BF.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
-    layer = _bnb_linear4bit(bnb, W)
-    for M in (2, 8):
-        A = torch.randn(M, K, dtype=torch.bfloat16)
-        with torch.no_grad():
-            b.add("matmul_4bit", f"{M}x{K}·{N}x{K} nf4 bs64 bf16 nested", {
-                "cpu": lambda A=A: bnb_api.matmul_4bit(A, packed.t(), qs),
-                "dequantize + F.linear": lambda A=A: F.linear(A, _dequant_4bit(packed, qs, torch.bfloat16)),
-                "bitsandbytes": None if layer is None else (lambda A=A: layer(A)),
-            }, packed.numel() * M, weight_bytes=packed.numel() * M, baselines=("dequantize + F.linear",),
-                  note="gemv row by row (warm weight after the first); GB/s: packed bytes x rows")  # fmt: skip
+    for nested, rows in ((True, (2, 8, 32)), (False, (8,))):
+        packed, qs = BF.quantize_4bit(W, quant_type="nf4", compress_statistics=nested)
+        layer = _bnb_linear4bit(bnb, W) if nested else None
+        for M in rows:
+            A = torch.randn(M, K, dtype=torch.bfloat16)
+            with torch.no_grad():
+                b.add("matmul_4bit", f"{M}x{K}·{N}x{K} nf4 bs64 bf16{' nested' if nested else ''}", {
+                    "cpu": lambda A=A, packed=packed, qs=qs: bnb_api.matmul_4bit(A, packed.t(), qs),
+                    "dequantize + F.linear": lambda A=A, packed=packed, qs=qs: F.linear(
+                        A, _dequant_4bit(packed, qs, torch.bfloat16)),
+                    "bitsandbytes": None if layer is None else (lambda A=A: layer(A)),
+                }, packed.numel(), weight_bytes=packed.numel(), baselines=("dequantize + F.linear",),
+                      note="batched gemv: the weight read once for all rows (warm); GB/s: packed bytes")  # fmt: skip
 
 
 def bench_int8(b: Bench, bnb) -> None:

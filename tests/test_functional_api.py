@@ -243,9 +243,9 @@ def test_matmul_4bit_one_row_same_bits_with_and_without_grad(dtype):
     torch.testing.assert_close(bias.grad, g.reshape(-1))
 
 
-@pytest.mark.parametrize("rows", [2, 5, 16, 17])
+@pytest.mark.parametrize("rows", [2, 5, 9, 32, 33])
 def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
-    """Up to GEMV_MAX_ROWS rows, where a backend kernel serves them, take the gemv row by row (the same bits as
+    """Up to gemv_max_rows rows, where a backend kernel serves them, take the gemv in one call (the same bits as
     one-row calls, with or without gradients); more rows, or only the reference to serve them, dequantize + linear."""
     from bnb_api.autograd import _functions as AF
     from bnb_api.core import registry
@@ -265,7 +265,7 @@ def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
     scale = A.double().abs() @ Wd.abs().T + bias.double().abs()  # bf16: code book, products and output rounded
     assert out.shape == (rows, 40) and out.dtype == torch.bfloat16
     assert ((out.double() - exact).abs() <= scale * 2**-6).all()
-    if rows <= AF.GEMV_MAX_ROWS:
+    if rows <= AF.gemv_max_rows(A.dtype):
         assert calls == [A.shape] and torch.equal(out, per_row)
         Ag, bg = A.clone().requires_grad_(), bias.clone().requires_grad_()
         with_grad = bnb.matmul_4bit(Ag, packed.t(), qs, bias=bg)

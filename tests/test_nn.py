@@ -73,8 +73,8 @@ def test_linear4bit_gemv_and_batch_paths(dtype, quant_type):
 
 
 def test_linear4bit_gemv_is_used_for_one_row_and_a_few(monkeypatch):
-    """One row and a few rows (up to GEMV_MAX_ROWS, cpu) through the gemv; a batch through dequantize + linear."""
-    from bnb_api.autograd._functions import GEMV_MAX_ROWS
+    """One row and a few rows (up to gemv_max_rows, cpu) through the gemv; a batch through dequantize + linear."""
+    from bnb_api.autograd._functions import gemv_max_rows
 
     layer = quantized_4bit(make_linear())
     calls = []
@@ -85,7 +85,7 @@ def test_linear4bit_gemv_is_used_for_one_row_and_a_few(monkeypatch):
         assert calls == [1]
         layer(torch.randn(4, 96))
         assert calls == [1, 4]
-        layer(torch.randn(GEMV_MAX_ROWS + 1, 96))
+        layer(torch.randn(gemv_max_rows(torch.float32) + 1, 96))
         assert calls == [1, 4]
 
 

@@ -270,10 +270,12 @@ def gemv_4bit_cpu(
     nested_absmax: torch.Tensor | None = None, nested_code: torch.Tensor | None = None,
     nested_offset: torch.Tensor | None = None, nested_blocksize: int = 256,
 ) -> torch.Tensor:  # fmt: skip
-    """``bnb_api::gemv_4bit``: ``A @ dequant(B).T``, fused (the weight is never materialized), row after row of A.
+    """``bnb_api::gemv_4bit``: ``A @ dequant(B).T``, fused (the weight is never materialized), all rows of A at once.
 
-    Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32. Rows after the first read the
-    weight again, from cache when it fits there: a few rows cost a few gemvs, far less than dequantize + matmul.
+    Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32. On the AVX-512 paths the weight is
+    read and decoded once for every row of A (8 rows per pass over a weight row). Each output row has the same bits
+    as a one-row call on its row, except with bf16 activations and float32 absmax, where the batched kernel sums in
+    another order (within float rounding).
     """
     op = "gemv_4bit"
     ffi, lib = _load()
@@ -300,12 +302,10 @@ def gemv_4bit_cpu(
         offset, nlen = nested_offset.item(), nested_absmax.numel()
     dt, threads = _dtype_code(lib, A.dtype, op, "A"), _threads()
     b8, cb = _ptr(ffi, B8, "uint8_t *"), _ptr(ffi, code, "float *")
-    a_row, out_row = K * A.element_size(), N * out.element_size()
-    for r in range(rows):  # row r of A and of out, inside the tensors checked above
-        rc = lib.bnbq_gemv_4bit(ffi.cast("void *", A.data_ptr() + r * a_row), dt, K, b8, B8.numel(), N, am, amq, nb, cb,
-                                16, blocksize, nested, nlen, ncode, 256 if nlen else 0, offset, nested_blocksize,
-                                ffi.cast("void *", out.data_ptr() + r * out_row), N, threads)  # fmt: skip
-        _check_rc(lib, rc, op)
+    rc = lib.bnbq_gemv_4bit(_ptr(ffi, A, "void *"), dt, rows, K, b8, B8.numel(), N, am, amq, nb, cb, 16, blocksize,
+                            nested, nlen, ncode, 256 if nlen else 0, offset, nested_blocksize, _ptr(ffi, out, "void *"),
+                            rows * N, threads)  # fmt: skip
+    _check_rc(lib, rc, op)
     return out
 
 

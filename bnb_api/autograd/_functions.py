@@ -2,7 +2,7 @@
 
 Everything runs on the ``bnb_api`` ops, so each piece is served by the best registered kernel.
 
-* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. One row of ``A``, or up to ``GEMV_MAX_ROWS`` where a
+* :func:`matmul_4bit` — ``A @ dequant(B).T (+ bias)``. One row of ``A``, or up to ``GEMV_MAX_ROWS[dtype]`` where a
   backend's own kernel takes them, goes through ``gemv_4bit`` (the weight is never dequantized; the same bits with
   and without gradients) and larger batches through ``dequantize_4bit`` + ``linear``. With gradients (QLoRA),
   :class:`MatMul4Bit` gives ``dA = dY @ dequant(B)`` and ``dbias = sum(dY)``; the frozen 4-bit weight gets no
@@ -183,19 +183,25 @@ def _dequant_4bit(B: Tensor, quant_state: F.QuantState, dtype: torch.dtype) -> T
     return _op.dequantize_4bit(B, absmax, quant_state.blocksize, quant_state.quant_type, list(quant_state.shape), dtype)
 
 
-GEMV_MAX_ROWS = 16
-"""Up to this many rows of ``A`` go through ``gemv_4bit`` when a backend kernel serves them: each row costs one pass
-over the packed weight, while dequantize + matmul writes and reads the whole weight in ``A.dtype`` (cpu, 4096 x 4096
-NF4: 2 rows 0.25 / 0.37 / 0.38 ms against 1.8 / 7.3 / 2.0 ms in bf16 / fp32 / fp16; the two meet near 19 rows in
-bf16, later in fp32 and fp16)."""
+GEMV_MAX_ROWS: dict[torch.dtype, int] = {torch.bfloat16: 32, torch.float16: 128, torch.float32: 128}
+"""Up to this many rows of ``A`` (per ``A.dtype``; 16 for others) go through ``gemv_4bit`` when a backend kernel
+serves them: the weight is read and decoded once for all rows, while dequantize + matmul writes and reads the whole
+weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear: bf16 4096 x 4096 16 rows 1.27 / 2.42 ms,
+32 rows 2.51 / 3.05 ms, even near 45 rows (11008 x 4096 the same); float32 at 128 rows 22 / 31 ms, float16 20 / 70 ms
+(no float16 matmul kernel on these CPUs)."""
+
+
+def gemv_max_rows(dtype: torch.dtype) -> int:
+    """The most rows of ``A`` in ``dtype`` that :func:`matmul_4bit` sends through ``gemv_4bit``."""
+    return GEMV_MAX_ROWS.get(dtype, 16)
 
 
 def _forward_4bit(A: Tensor, B: Tensor, quant_state: F.QuantState, bias: Tensor | None) -> Tensor:
-    """``A @ dequant(B).T (+ bias)`` for non-empty ``A``: one row, or up to ``GEMV_MAX_ROWS`` where a backend's
+    """``A @ dequant(B).T (+ bias)`` for non-empty ``A``: one row, or up to ``gemv_max_rows`` where a backend's
     own kernel takes them, through ``gemv_4bit`` (the weight never materialized); more through
     ``dequantize_4bit`` + ``linear``."""
     rows = A.numel() // A.shape[-1]
-    if rows == 1 or (rows <= GEMV_MAX_ROWS and F.gemv_4bit_serves(A, B, quant_state)):
+    if rows == 1 or (rows <= gemv_max_rows(A.dtype) and F.gemv_4bit_serves(A, B, quant_state)):
         result = F.gemv_4bit(A, B, state=quant_state)
         return result if bias is None else result + bias.to(A.dtype)
     W = _dequant_4bit(B, quant_state, A.dtype)
