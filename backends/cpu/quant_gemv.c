@@ -494,6 +494,86 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_step
     }
 }
 
+/* GEMV_KIND_P4 for two weight rows w[0], w[1] at once: each activation vector loaded is used by both (half the
+ * loads of two gemv_multi_steps calls, which were the limit), with the same arithmetic per pair. */
+TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2(
+    const int MT, const uint8_t *const *w, int64_t u0, int64_t u1, int64_t bs, const float *X, int64_t ldx,
+    __m512i table16, const float *const *sc, gemv_pf *pf, gemv_pair *const *st) {
+    const int two_blocks = bs < 128;
+    const int64_t units_per_block = two_blocks ? 1 : bs / 128;
+    int64_t unit_in_block = two_blocks ? 0 : u0 % units_per_block, block = two_blocks ? 0 : u0 / units_per_block;
+    __m512 acc[2][GEMV_MT], part[2][GEMV_MT];
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            acc[k][m] = st[k][m].acc;
+            part[k][m] = st[k][m].part;
+        }
+    }
+    for (int64_t u = u0; u < u1; u++) {
+        if (pf) gemv_pf_step(pf, 2);
+        __m512bh ph[2][4];
+        _Pragma("GCC unroll 2")
+        for (int k = 0; k < 2; k++) {
+            const __m512i d = _mm512_loadu_si512((const void *)(w[k] + 64 * u));
+            _Pragma("GCC unroll 4")
+            for (int s = 0; s < 4; s++)
+                ph[k][s] = (__m512bh)_mm512_permutexvar_epi16(s ? _mm512_srli_epi16(d, 4 * s) : d, table16);
+        }
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            const uint16_t *x = (const uint16_t *)(X + m * ldx) + 128 * u;
+            const __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)x);
+            const __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + 32));
+            const __m512bh x2 = (__m512bh)_mm512_loadu_si512((const void *)(x + 64));
+            const __m512bh x3 = (__m512bh)_mm512_loadu_si512((const void *)(x + 96));
+            _Pragma("GCC unroll 2")
+            for (int k = 0; k < 2; k++) {
+                __m512 t0 = _mm512_dpbf16_ps(part[k][m], ph[k][0], x0);
+                __m512 t1 = _mm512_dpbf16_ps(_mm512_setzero_ps(), ph[k][1], x1);
+                t0 = _mm512_dpbf16_ps(t0, ph[k][2], x2);
+                t1 = _mm512_dpbf16_ps(t1, ph[k][3], x3);
+                part[k][m] = _mm512_add_ps(t0, t1);
+            }
+        }
+        if (two_blocks) {
+            _Pragma("GCC unroll 2")
+            for (int k = 0; k < 2; k++) {
+                const __m512 scale =
+                    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[k][2 * u]), _mm512_set1_ps(sc[k][2 * u + 1]));
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    acc[k][m] = _mm512_fmadd_ps(part[k][m], scale, acc[k][m]);
+                    part[k][m] = _mm512_setzero_ps();
+                }
+            }
+        } else if (++unit_in_block == units_per_block) {
+            unit_in_block = 0;
+            _Pragma("GCC unroll 2")
+            for (int k = 0; k < 2; k++) {
+                const __m512 scale = _mm512_set1_ps(sc[k][block]);
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    acc[k][m] = _mm512_fmadd_ps(part[k][m], scale, acc[k][m]);
+                    part[k][m] = _mm512_setzero_ps();
+                }
+            }
+            block++;
+        }
+    }
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            st[k][m].acc = acc[k][m];
+            st[k][m].part = part[k][m];
+        }
+    }
+}
+
+#define GEMV_X2_MT 4 /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers */
+
 #define GEMV_MULTI_MT(KIND)                                                                                   \
     switch (mt) {                                                                                             \
     case 1: gemv_multi_steps(KIND, 1, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
@@ -534,7 +614,24 @@ TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, in
                 for (int m = 0; m < mt; m++) st[rr][m].acc = st[rr][m].part = _mm512_setzero_ps();
             for (int64_t c0 = 0; c0 < units; c0 += chunk) {
                 const int64_t c1 = bnbq_min64(units, c0 + chunk);
-                for (int rr = 0; rr < g; rr++) {
+                int rr = 0;
+                if (kind == GEMV_KIND_P4)
+                    for (; rr + 2 <= g; rr += 2) {
+                        const uint8_t *w2[2] = {B + (r0 + rr) * (K / 2), B + (r0 + rr + 1) * (K / 2)};
+                        const float *sc2[2] = {sc[rr], sc[rr + 1]};
+                        for (int m1 = 0; m1 < mt; m1 += GEMV_X2_MT) {
+                            gemv_pair *st2[2] = {st[rr] + m1, st[rr + 1] + m1};
+                            const float *Xq = Xm + m1 * ldx;
+                            gemv_pf *q = m1 == 0 ? p : NULL;
+                            switch (mt - m1) {
+                            case 1: gemv_multi_p4x2(1, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            case 2: gemv_multi_p4x2(2, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            case 3: gemv_multi_p4x2(3, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            default: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            }
+                        }
+                    }
+                for (; rr < g; rr++) {
                     const uint8_t *w = B + (r0 + rr) * (K / 2);
                     if (kind == GEMV_KIND_P8)
                         GEMV_MULTI_MT(GEMV_KIND_P8)
