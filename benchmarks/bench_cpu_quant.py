@@ -270,7 +270,7 @@ def bench_small_batch(b: Bench, bnb) -> None:
                     "cpu": lambda A=A, packed=packed, qs=qs: bnb_api.matmul_4bit(A, packed.t(), qs),
                     "dequantize + F.linear": lambda A=A, packed=packed, qs=qs: F.linear(
                         A, _dequant_4bit(packed, qs, torch.bfloat16)),
-                    "bitsandbytes": None if layer is None else (lambda A=A: layer(A)),
+                    "bitsandbytes": None if layer is None else (lambda A=A, layer=layer: layer(A)),
                 }, packed.numel(), weight_bytes=packed.numel(), baselines=("dequantize + F.linear",),
                       note="batched gemv: the weight read once for all rows (warm); GB/s: packed bytes")  # fmt: skip
 

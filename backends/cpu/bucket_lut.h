@@ -72,7 +72,7 @@ static inline void bucket_lut_free(bucket_lut *t) {
     t->lut = NULL;
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BNB_API_PORTABLE)
 #include <immintrin.h>
 
 #define BUCKET_LUT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"), always_inline))

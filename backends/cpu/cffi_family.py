@@ -51,9 +51,11 @@ class Family:
             text = f.read()
         return text.split("/* cdef-begin */", 1)[1].split("/* cdef-end */", 1)[0]
 
-    def builder(self, relative: bool = True) -> FFI:
+    def builder(self, relative: bool = True, extra_args: tuple[str, ...] = ()) -> FFI:
         """The cffi builder; ``relative`` gives source paths relative to the working directory (setup.py),
-        else absolute ones (``FFI.compile`` runs the compiler inside its temporary directory)."""
+        else absolute ones (``FFI.compile`` runs the compiler inside its temporary directory). ``extra_args``:
+        more compiler flags (tests build the portable variant with ``-DBNB_API_PORTABLE``: no x86 code at all,
+        as on aarch64)."""
         path = _rel if relative else os.path.abspath
         ffi = FFI()
         ffi.cdef(self.cdef_text())
@@ -63,10 +65,14 @@ class Family:
             sources=[path(os.path.join(HERE, s)) for s in self.sources],
             include_dirs=[path(HERE)],
             depends=[path(os.path.join(HERE, h)) for h in (self.header, *self.depends)],
-            extra_compile_args=compile_args(),
+            extra_compile_args=[*compile_args(), *extra_args],
             extra_link_args=["-fopenmp"],
         )
         return ffi
+
+    def build_to(self, tmpdir: str, extra_args: tuple[str, ...] = (), verbose: bool = False) -> str:
+        """Compile the module inside ``tmpdir`` (with ``extra_args``); returns the path of the shared object."""
+        return self.builder(relative=False, extra_args=extra_args).compile(tmpdir=tmpdir, verbose=verbose)
 
     def build_inplace(self, verbose: bool = False) -> str:
         """Compile the module and copy it next to the sources; returns the path of the shared object."""

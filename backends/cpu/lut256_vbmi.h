@@ -9,7 +9,7 @@
 #ifndef BNB_API_CPU_LUT256_VBMI_H
 #define BNB_API_CPU_LUT256_VBMI_H
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BNB_API_PORTABLE)
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>

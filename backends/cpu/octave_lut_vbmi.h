@@ -85,7 +85,7 @@ static inline void octave_lut_build(octave_lut *t, const float *mid) {
     t->ok = 1;
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BNB_API_PORTABLE)
 #include "lut256_vbmi.h"
 
 /* Global buckets (low 9 bits of 32 word lanes) of 32 values in [-1, 1], given their top 16 bits hw.

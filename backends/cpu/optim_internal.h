@@ -10,7 +10,7 @@
 #include "octave_lut_vbmi.h"
 #include "optim.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BNB_API_PORTABLE)
 #define BNBO_X86 1
 #else
 #define BNBO_X86 0

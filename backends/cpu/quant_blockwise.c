@@ -529,7 +529,7 @@ int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float 
                 continue;
             }
 #endif
-            (void)isa;
+            (void)isa, (void)bf16out, (void)stream;
             dq4_block_generic(packed, s, len, absmax[b], code, out, dtype);
         }
 #if BNBQ_X86

@@ -908,6 +908,9 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
 #endif
     uint16_t table16[32]; /* the code book in bf16, twice (gemv_rows_bf16_p4 indexes it with 5 bits) */
     for (int i = 0; i < 32; i++) table16[i] = bnbq_f32_to_bf16(code[i & 15]);
+#if !BNBQ_X86
+    (void)multi, (void)table16, (void)nested_planes; /* the x86 kernels' inputs */
+#endif
     const int64_t esz = bnbq_dtype_size(dtype);
     for (int64_t m = 0; m < M; m++)
         gemv_layout((const char *)A + m * K * esz, dtype, K, fast, bf16dot, p4, p8, rowbufs + (int64_t)team * rowbuf,

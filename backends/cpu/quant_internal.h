@@ -18,7 +18,7 @@
 #include <sys/mman.h>
 #endif
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(BNB_API_PORTABLE)
 #define BNBQ_X86 1
 #include <immintrin.h>
 #define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -152,6 +152,17 @@ BNBQ_INLINE int bnbq_bucket(const float *mid, int len, float v) {
     return idx;
 }
 
+/* Outputs of at least this many bytes are written with non-temporal stores by the dequantize kernels: they
+ * do not fit the last-level cache anyway, and streaming skips the read-for-ownership of every line. Smaller
+ * ones are written through the cache, where the caller (a matmul) finds them. Measured here (32 MiB L3;
+ * dequantize_4bit, output recycled by the pool): 16 and 32 MiB outputs about 5% faster with plain stores
+ * (and the F.linear that reads a 32 MiB one 8% faster), 48, 64 and 86 MiB ones 3-14% faster streamed. */
+#define BNBQ_STREAM_MIN_BYTES ((int64_t)40 << 20)
+
+BNBQ_INLINE int bnbq_stream_ok(const void *out, int64_t bytes) {
+    return bytes >= BNBQ_STREAM_MIN_BYTES && ((uintptr_t)out & 63) == 0;
+}
+
 #if BNBQ_X86
 /* ---- AVX-512 vector loads/stores of 16 values in any dtype, with a lane mask for tails ---- */
 
@@ -178,17 +189,6 @@ TGT_AVX512 static inline void bnbq_store16(void *p, int dtype, int64_t i, __m512
     } else {
         _mm256_mask_storeu_epi16((uint16_t *)p + i, m, bnbq_f32x16_to_bf16(v));
     }
-}
-
-/* Outputs of at least this many bytes are written with non-temporal stores by the dequantize kernels: they
- * do not fit the last-level cache anyway, and streaming skips the read-for-ownership of every line. Smaller
- * ones are written through the cache, where the caller (a matmul) finds them. Measured here (32 MiB L3;
- * dequantize_4bit, output recycled by the pool): 16 and 32 MiB outputs about 5% faster with plain stores
- * (and the F.linear that reads a 32 MiB one 8% faster), 48, 64 and 86 MiB ones 3-14% faster streamed. */
-#define BNBQ_STREAM_MIN_BYTES ((int64_t)40 << 20)
-
-BNBQ_INLINE int bnbq_stream_ok(const void *out, int64_t bytes) {
-    return bytes >= BNBQ_STREAM_MIN_BYTES && ((uintptr_t)out & 63) == 0;
 }
 
 /* Non-temporal store of the 32 values v0, v1 at element i of out (64-byte aligned there). */
