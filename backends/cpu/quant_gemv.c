@@ -22,6 +22,11 @@
 #define GEMV_PREFETCH 16384 /* bytes ahead of the weight read, in one linear prefetch stream */
 #define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 #define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
+#ifndef GEMV_MULTI_GROUP
+#define GEMV_MULTI_GROUP 8 /* several rows of A: weight rows per pass over a chunk of activations (4, 8, 16, 32 within 5%) */
+#endif
+/* rows whose scales are decoded at once (a thread's scale buffer holds this many rows) */
+#define GEMV_SCALE_ROWS (GEMV_MULTI_GROUP > GEMV_MAX_ROWS_ANY ? GEMV_MULTI_GROUP : GEMV_MAX_ROWS_ANY)
 
 typedef struct {
     const float *absmax;        /* float32 absmax per block, or NULL when nested */
@@ -389,6 +394,7 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
  * rows of 8 float32 activation rows, 128 KiB at K = 4096, ran 3x slower from L2); the sums of each (weight
  * row, activation row) pair wait in a gemv_pair between chunks. */
 #define GEMV_MT 8              /* activation rows per pass */
+
 #define GEMV_CHUNK_BYTES 2048  /* bytes of each activation row per chunk: MT rows take 16 KiB of L1 */
 
 typedef struct {
@@ -572,7 +578,9 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
     }
 }
 
-#define GEMV_X2_MT 4 /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers */
+#ifndef GEMV_X2_MT
+#define GEMV_X2_MT 4
+#endif /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers */
 
 #define GEMV_MULTI_MT(KIND)                                                                                   \
     switch (mt) {                                                                                             \
@@ -587,7 +595,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
     }
 
 /* Weight rows [r_begin, r_end) against the M laid-out activation rows at X (row m at X + m * ldx floats):
- * y[m * N + r]. Groups of GEMV_MAX_ROWS_ANY weight rows (their scales decoded together) go over each chunk of
+ * y[m * N + r]. Groups of GEMV_MULTI_GROUP weight rows (their scales decoded together) go over each chunk of
  * GEMV_MT activation rows; the weight is read from memory in the first pass (m0 = 0), which steps the prefetch
  * stream, and from L1/L2 in the next ones. */
 TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
@@ -599,12 +607,12 @@ TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, in
     const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
     const int64_t act_bytes = kind == GEMV_KIND_P8 ? 4 : 2;
     const int64_t chunk = bnbq_max64(1, GEMV_CHUNK_BYTES / (unit * act_bytes)); /* units per chunk */
-    gemv_pair st[GEMV_MAX_ROWS_ANY][GEMV_MT] __attribute__((aligned(64)));
+    gemv_pair st[GEMV_MULTI_GROUP][GEMV_MT] __attribute__((aligned(64)));
     gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
-    for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MAX_ROWS_ANY) {
-        const int g = (int)bnbq_min64(GEMV_MAX_ROWS_ANY, r_end - r0);
-        const float *sc[GEMV_MAX_ROWS_ANY];
-        gemv_prefetch_scales(am, r0 + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS_ANY, nbr);
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MULTI_GROUP) {
+        const int g = (int)bnbq_min64(GEMV_MULTI_GROUP, r_end - r0);
+        const float *sc[GEMV_MULTI_GROUP];
+        gemv_prefetch_scales(am, r0 + GEMV_MULTI_GROUP, GEMV_MULTI_GROUP, nbr);
         gemv_row_scales(am, r0, g, nbr, rowbuf, sc);
         for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT) {
             const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
@@ -623,11 +631,19 @@ TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, in
                             gemv_pair *st2[2] = {st[rr] + m1, st[rr + 1] + m1};
                             const float *Xq = Xm + m1 * ldx;
                             gemv_pf *q = m1 == 0 ? p : NULL;
-                            switch (mt - m1) {
+                            switch (bnbq_min64(GEMV_X2_MT, mt - m1)) {
                             case 1: gemv_multi_p4x2(1, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
                             case 2: gemv_multi_p4x2(2, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
                             case 3: gemv_multi_p4x2(3, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+#if GEMV_X2_MT > 4
+                            case 4: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            case 5: gemv_multi_p4x2(5, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            case 6: gemv_multi_p4x2(6, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            case 7: gemv_multi_p4x2(7, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+                            default: gemv_multi_p4x2(8, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+#else
                             default: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
+#endif
                             }
                         }
                     }
@@ -891,7 +907,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
      * Several rows of A always take it (gemv_range_multi): there the arithmetic, not the memory, is the limit */
     const int p4 = bf16dot && (absmax_q || M > 1) && K % 128 == 0 && blocksize >= 64;
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
-    const int64_t rowbuf = fast && absmax_q ? (GEMV_MAX_ROWS_ANY * (K / blocksize) + 15) / 16 * 16 : 0;
+    const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
     const int64_t acts = M * ((K + 15) / 16 * 16 + 16), head = acts + (M * N + 15) / 16 * 16;
     const int64_t widened = p8 && dtype != BNBQ_F32 ? K : 0;
     float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * rowbuf + widened));
