@@ -335,10 +335,6 @@ def gemv_4bit(
     return out.copy_(result) if out is not None else result
 
 
-_GEMV_ARG_NAMES = ("A", "B", "shapeB", "absmax", "code", "blocksize", "nested_absmax", "nested_code", "nested_offset",
-                   "nested_blocksize")  # fmt: skip
-
-
 def _gemv_4bit_args(A: Tensor, B: Tensor, state: QuantState) -> tuple:
     """The ``bnb_api::gemv_4bit`` arguments of ``A @ dequant(B).T`` with ``state``."""
     code = state.code if state.code is not None else _codes.code_4bit(state.quant_type, A.device)
@@ -354,6 +350,18 @@ _GEMV_SERVES_ROWS: dict[str, bool] = {}
 (``torch.compile``) call goes by, since the registry cannot be asked while tracing."""
 
 
+def _gemv_4bit_if_native(A: Tensor, B: Tensor, state: QuantState) -> Tensor | None:
+    """:func:`gemv_4bit` when a backend's own kernel serves ``A``'s rows, else None (the caller dequantizes): one
+    registry selection where :func:`gemv_4bit_serves` and :func:`gemv_4bit` would take two. Keeps the answer for
+    traced calls, as :func:`gemv_4bit_serves` does."""
+    if not _ops.eager_ok(A, B):
+        return gemv_4bit(A, B, state=state) if gemv_4bit_serves(A, B, state) else None
+    result = _ops.gemv_4bit_native(*_gemv_4bit_args(A, B, state))
+    if A.numel() != A.shape[-1]:
+        _GEMV_SERVES_ROWS[A.device.type] = result is not None
+    return result
+
+
 def gemv_4bit_serves(A: Tensor, B: Tensor, state: QuantState) -> bool:
     """True when a backend's own ``gemv_4bit`` kernel (not the reference fallback) takes ``A``'s rows on its device:
     :func:`bnb_api.matmul_4bit` then multiplies a few rows straight from the packed weight. While tracing, the
@@ -362,7 +370,7 @@ def gemv_4bit_serves(A: Tensor, B: Tensor, state: QuantState) -> bool:
         return _GEMV_SERVES_ROWS.get(A.device.type, False)
     from bnb_api.core import registry
 
-    call = dict(zip(_GEMV_ARG_NAMES, _gemv_4bit_args(A, B, state)))
+    call = _ops._gemv_4bit_call(*_gemv_4bit_args(A, B, state))
     serves = registry.select("gemv_4bit", A.device.type, call).backend != registry.REFERENCE
     if A.numel() != A.shape[-1]:
         _GEMV_SERVES_ROWS[A.device.type] = serves

@@ -293,23 +293,26 @@ def gemv_4bit_eager(
     dtype's rounding of ``|A| @ |W|.T`` (a bf16 kernel may multiply with the code book rounded to bf16).
     """
     args = (A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
-    check_gemv_4bit(*args)
+    return _call("gemv_4bit", A.device, _gemv_4bit_call(*args))
+
+
+def _gemv_4bit_call(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset,
+                    nested_blocksize) -> dict:  # fmt: skip
+    """The checked call of ``gemv_4bit``: contiguous tensors, ``B`` as flat uint8 bytes."""
+    check_gemv_4bit(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset, nested_blocksize)
     if B.dtype != torch.uint8 or B.dim() != 1 or not B.is_contiguous():  # a packed weight as stored passes as is
         B = B.contiguous().view(torch.uint8).reshape(-1)
-    call = dict(
-        A=A.contiguous(),
-        B=B,
-        shapeB=list(shapeB),
-        absmax=absmax.contiguous(),
-        code=code.contiguous(),
-        blocksize=blocksize,
-        nested_absmax=_c(nested_absmax),
-        nested_code=_c(nested_code),
-        nested_offset=_c(nested_offset),
-        nested_blocksize=nested_blocksize,
-    )
-    return _call("gemv_4bit", A.device, call)
+    return dict(A=A.contiguous(), B=B, shapeB=list(shapeB), absmax=absmax.contiguous(), code=code.contiguous(),
+                blocksize=blocksize, nested_absmax=_c(nested_absmax), nested_code=_c(nested_code),
+                nested_offset=_c(nested_offset), nested_blocksize=nested_blocksize)  # fmt: skip
 
+
+def gemv_4bit_native(*args) -> Tensor | None:
+    """:func:`gemv_4bit_eager` when a backend's own kernel (not the reference) serves the call, else None: how
+    ``matmul_4bit`` picks between the gemv and dequantize + matmul for a few rows with one registry selection."""
+    call = _gemv_4bit_call(*args)
+    kernel = registry.select("gemv_4bit", args[0].device.type, call)
+    return None if kernel.backend == registry.REFERENCE else kernel.fn(*call.values())
 
 gemv_4bit = torch.library.custom_op("bnb_api::gemv_4bit", mutates_args=())(gemv_4bit_eager)
 """The op ``torch.ops.bnb_api.gemv_4bit``; ``gemv_4bit_eager`` is its body, callable without the torch

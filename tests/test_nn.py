@@ -74,19 +74,16 @@ def test_linear4bit_gemv_and_batch_paths(dtype, quant_type):
 
 def test_linear4bit_gemv_is_used_for_one_row_and_a_few(monkeypatch):
     """One row and a few rows (up to gemv_max_rows, cpu) through the gemv; a batch through dequantize + linear."""
-    from bnb_api.autograd._functions import gemv_max_rows
+    from bnb_api.autograd import _functions as AF
 
     layer = quantized_4bit(make_linear())
-    calls = []
-    real = F.gemv_4bit
-    monkeypatch.setattr(F, "gemv_4bit", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+    calls = []  # rows of the inputs whose weight was dequantized (the path of a batch)
+    real = AF._dequant_4bit
+    monkeypatch.setattr(AF, "_dequant_4bit", lambda *a, **k: calls.append(rows) or real(*a, **k))
     with torch.no_grad():
-        layer(torch.randn(1, 96))
-        assert calls == [1]
-        layer(torch.randn(4, 96))
-        assert calls == [1, 4]
-        layer(torch.randn(gemv_max_rows(torch.float32) + 1, 96))
-        assert calls == [1, 4]
+        for rows in (1, 4, AF.gemv_max_rows(torch.float32), AF.gemv_max_rows(torch.float32) + 1):
+            layer(torch.randn(rows, 96))
+    assert calls == [AF.gemv_max_rows(torch.float32) + 1]
 
 
 def test_linear4bit_quantizes_at_first_use_and_trains_input():

@@ -201,8 +201,12 @@ def _forward_4bit(A: Tensor, B: Tensor, quant_state: F.QuantState, bias: Tensor 
     own kernel takes them, through ``gemv_4bit`` (the weight never materialized); more through
     ``dequantize_4bit`` + ``linear``."""
     rows = A.numel() // A.shape[-1]
-    if rows == 1 or (rows <= gemv_max_rows(A.dtype) and F.gemv_4bit_serves(A, B, quant_state)):
+    result = None
+    if rows == 1:
         result = F.gemv_4bit(A, B, state=quant_state)
+    elif rows <= gemv_max_rows(A.dtype):
+        result = F._gemv_4bit_if_native(A, B, quant_state)
+    if result is not None:
         return result if bias is None else result + bias.to(A.dtype)
     W = _dequant_4bit(B, quant_state, A.dtype)
     return torch.nn.functional.linear(A, W, None if bias is None else bias.to(A.dtype))

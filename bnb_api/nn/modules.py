@@ -146,17 +146,21 @@ class Linear4bit(nn.Linear):
                                       error_msgs)  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
-        _ensure_quantized_4bit(self, x.device)
+        weight = self.weight
+        if getattr(weight, "quant_state", None) is None or not getattr(weight, "bnb_quantized", False):
+            _ensure_quantized_4bit(self, x.device)
+            weight = self.weight
         if not self.compute_type_is_set:
             self.set_compute_type(x)
             self.compute_type_is_set = True
-        inp_dtype = x.dtype
-        if self.compute_dtype is not None:
-            x = x.to(self.compute_dtype)
+        inp_dtype, compute_dtype = x.dtype, self.compute_dtype
+        if compute_dtype is not None and compute_dtype != inp_dtype:
+            x = x.to(compute_dtype)
         bias = self.bias
         if bias is not None and bias.dtype != x.dtype:  # as bitsandbytes: the bias takes the compute dtype, in place
             bias.data = bias.data.to(x.dtype)
-        return matmul_4bit(x, self.weight.data, bias=bias, quant_state=self.weight.quant_state).to(inp_dtype)
+        out = matmul_4bit(x, weight.data, bias=bias, quant_state=weight.quant_state)
+        return out if out.dtype == inp_dtype else out.to(inp_dtype)
 
 
 class LinearFP4(Linear4bit):
