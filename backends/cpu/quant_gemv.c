@@ -578,9 +578,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
     }
 }
 
-#ifndef GEMV_X2_MT
-#define GEMV_X2_MT 4
-#endif /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers */
+#define GEMV_X2_MT 4 /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers (8 spill) */
 
 #define GEMV_MULTI_MT(KIND)                                                                                   \
     switch (mt) {                                                                                             \
@@ -635,15 +633,7 @@ TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, in
                             case 1: gemv_multi_p4x2(1, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
                             case 2: gemv_multi_p4x2(2, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
                             case 3: gemv_multi_p4x2(3, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-#if GEMV_X2_MT > 4
-                            case 4: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            case 5: gemv_multi_p4x2(5, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            case 6: gemv_multi_p4x2(6, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            case 7: gemv_multi_p4x2(7, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            default: gemv_multi_p4x2(8, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-#else
                             default: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-#endif
                             }
                         }
                     }
