@@ -35,8 +35,9 @@ def dtype_in(op: str, name: str, x: torch.Tensor, allowed: Sequence[torch.dtype]
 
 def same_device(op: str, ref_name: str, ref: torch.Tensor, **others: torch.Tensor | None) -> None:
     """Every tensor in ``others`` lives on ``ref``'s device."""
+    device = ref.device
     for name, x in others.items():
-        if x is not None and x.device != ref.device:
+        if x is not None and x.device != device:
             raise BnbValueError(
                 f"{op}: {name} is on {x.device} but {ref_name} is on {ref.device}; move both to one device"
             )

@@ -213,9 +213,15 @@ def _env_forced() -> str | None:
     return os.environ.get("BNB_API_BACKEND") or None
 
 
+_parsed_exclude: dict[str, frozenset[str]] = {}
+
+
 def _env_excluded() -> frozenset[str]:
     raw = os.environ.get("BNB_API_EXCLUDE", "")
-    return frozenset(x.strip() for x in raw.split(",") if x.strip())
+    parsed = _parsed_exclude.get(raw)  # read on every selection, parsed once per value
+    if parsed is None:
+        parsed = _parsed_exclude.setdefault(raw, frozenset(x.strip() for x in raw.split(",") if x.strip()))
+    return parsed
 
 
 def _verdicts(op: str, device_type: str, call: dict[str, Any]) -> Iterator[tuple[Kernel, str | None]]:

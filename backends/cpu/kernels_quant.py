@@ -289,7 +289,7 @@ def gemv_4bit_cpu(
     out = _new_output((*A.shape[:-1], N), A.dtype)
     if nested_absmax is None:
         _need(op, "absmax", absmax, (torch.float32,), nb)
-        am, amq, nested, ncode, offset, nlen = _ptr(ffi, absmax, "float *"), ffi.NULL, ffi.NULL, ffi.NULL, 0.0, 0
+        am, amq, nested, ncode, offset, nlen = _ptr(ffi, absmax, "float *"), ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 0
     else:
         _need(op, "absmax", absmax, (torch.uint8,), nb)
         _need(op, "nested_absmax", nested_absmax, (torch.float32,), _nblocks(nb, nested_blocksize))
@@ -299,7 +299,7 @@ def gemv_4bit_cpu(
         _need(op, "nested_offset", nested_offset, (torch.float32,), 1)
         am, amq = ffi.NULL, _ptr(ffi, absmax, "uint8_t *")
         nested, ncode = _ptr(ffi, nested_absmax, "float *"), _ptr(ffi, nested_code, "float *")
-        offset, nlen = nested_offset.item(), nested_absmax.numel()
+        offset, nlen = _ptr(ffi, nested_offset, "float *"), nested_absmax.numel()
     dt, threads = _dtype_code(lib, A.dtype, op, "A"), _threads()
     b8, cb = _ptr(ffi, B8, "uint8_t *"), _ptr(ffi, code, "float *")
     rc = lib.bnbq_gemv_4bit(_ptr(ffi, A, "void *"), dt, rows, K, b8, B8.numel(), N, am, amq, nb, cb, 16, blocksize,

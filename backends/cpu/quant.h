@@ -68,8 +68,8 @@ int bnbq_dequantize_4bit(const uint8_t *packed, int64_t packed_len, const float 
 int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t *B, int64_t B_len, int64_t N,
                    const float *absmax, const uint8_t *absmax_q, int64_t absmax_len, const float *code,
                    int64_t code_len, int64_t blocksize, const float *nested_absmax, int64_t nested_len,
-                   const float *nested_code, int64_t nested_code_len, float nested_offset, int64_t nested_blocksize,
-                   void *out, int64_t out_len, int nthreads);
+                   const float *nested_code, int64_t nested_code_len, const float *nested_offset,
+                   int64_t nested_blocksize, void *out, int64_t out_len, int nthreads);
 int bnbq_int8_vectorwise_quant(const void *A, int dtype, int64_t rows, int64_t K, float threshold, int8_t *codes,
                                int64_t codes_len, float *row_absmax, int64_t row_absmax_len, uint8_t *outlier_flags,
                                int64_t flags_len, int nthreads);

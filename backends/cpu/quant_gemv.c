@@ -852,8 +852,8 @@ static void gemv_layout(const void *A, int dtype, int64_t K, int fast, int bf16d
 int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t *B, int64_t B_len, int64_t N,
                    const float *absmax, const uint8_t *absmax_q, int64_t absmax_len, const float *code,
                    int64_t code_len, int64_t blocksize, const float *nested_absmax, int64_t nested_len,
-                   const float *nested_code, int64_t nested_code_len, float nested_offset, int64_t nested_blocksize,
-                   void *out, int64_t out_len, int nthreads) {
+                   const float *nested_code, int64_t nested_code_len, const float *nested_offset,
+                   int64_t nested_blocksize, void *out, int64_t out_len, int nthreads) {
     if (!bnbq_valid_dtype(dtype) || M < 0 || K < 0 || N < 0 || code_len != 16 || !bnbq_is_pow2(blocksize) ||
         blocksize < 2)
         return BNBQ_EINVAL;
@@ -862,12 +862,14 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     if (B_len != (n + 1) / 2 || absmax_len != nb || out_len != M * N ||
         (nb > 0 && (absmax == NULL) == (absmax_q == NULL)))
         return BNBQ_EINVAL;
-    absmax_src am = {absmax, absmax_q, nested_absmax, nested_code, nested_offset, 0, nb};
+    absmax_src am = {absmax, absmax_q, nested_absmax, nested_code, 0.0f, 0, nb};
     if (absmax_q) {
-        if (!nested_absmax || !nested_code || nested_code_len != 256 || !bnbq_is_pow2(nested_blocksize) ||
+        if (!nested_absmax || !nested_code || !nested_offset || nested_code_len != 256 ||
+            !bnbq_is_pow2(nested_blocksize) ||
             nested_len != (nb + nested_blocksize - 1) / nested_blocksize)
             return BNBQ_EINVAL;
         am.nested_shift = bnbq_log2(nested_blocksize);
+        am.offset = *nested_offset;
     }
     if (N == 0 || M == 0) return BNBQ_OK;
     if (!out || !code) return BNBQ_EINVAL;
