@@ -286,6 +286,32 @@ def test_gemv_4bit_nested_scales_decoded_per_row(isa, dtype, nested_blocksize):
     assert ((y.double() - y_ref.double()).abs() <= tol).all(), f"[{dtype}, nested bs {nested_blocksize}, {isa}]"
 
 
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("M,N,K,bs", [(5, 256, 256, 64), (8, 160, 384, 128), (11, 272, 512, 256), (17, 96, 1024, 64),
+                                      (8, 37, 256, 64), (6, 1000, 128, 64)])  # fmt: skip
+def test_gemv_4bit_bf16_row_lanes(isa, nested, M, N, K, bs):
+    """bf16 with 5 or more rows of A: groups of 16 weight rows go through the row-lanes kernel (the 16 rows in the
+    float lanes, their bytes transposed, A broadcast in pairs) and the rest through the other batched kernels; every
+    output within the one-row tolerance of float64 math and of a one-row call on its row (another order of sums)."""
+    gen = torch.Generator().manual_seed(M * 7 + N)
+    W = torch.randn(N, K, generator=gen)
+    packed, absmax = ref_4b.quantize_4bit(W, bs, "nf4", torch.uint8)
+    args = (packed.view(-1), [N, K], absmax, codes.code_4bit("nf4"), bs)
+    if nested:
+        q8, nabs, dmap, off = _nested(absmax)
+        args = (packed.view(-1), [N, K], q8, codes.code_4bit("nf4"), bs, nabs, dmap, off, 256)
+    A = torch.randn(M, K, generator=gen).to(torch.bfloat16)
+    y = kq.gemv_4bit_cpu(A, *args)
+    am = absmax if not nested else ref_4b.nested_absmax_values(q8, nabs, dmap, off, 256)
+    W64 = ref_4b.dequantize_4bit_flat(packed.view(-1), am, codes.code_4bit("nf4"), bs, N * K).double().view(N, K)
+    exact = A.double() @ W64.T
+    tol = (A.double().abs() @ W64.abs().T) * (1e-5 + 2**-7 + BF16_CODE_ROUNDING[torch.bfloat16]) + 1e-6
+    assert ((y.double() - exact).abs() <= tol).all(), f"[M={M}, N={N}, K={K}, bs={bs}, nested={nested}, {isa}]"
+    for r in (0, M // 2, M - 1):
+        one = kq.gemv_4bit_cpu(A[r], *args)
+        assert ((y[r].double() - one.double()).abs() <= 2 * tol[r]).all(), f"row {r}"
+
+
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("shape,bs", [((3, 256), 64), ((2, 3, 256), 64), ((0, 256), 64), ((11, 384), 128),
                                       ((17, 512), 256), ((9, 320), 64), ((5, 256), 32), ((2, 100), 64)],
@@ -294,9 +320,9 @@ def test_gemv_4bit_nested_scales_decoded_per_row(isa, dtype, nested_blocksize):
 def test_gemv_4bit_a_few_rows(isa, dtype, shape, bs):
     """A with several rows (one pass of the weight for 8 of them on the AVX-512 paths, more in chunks; bs 64 puts
     two blocks in one 128-weight step, bs 32 two in one 64-weight step; K 320 and 100 take the row-by-row paths):
-    each output row is the one-row gemv of its row (same bits; bf16 with float32 absmax: the batched kernel sums in
-    another order than the one-row one, so within float rounding), and the reference's A @ W.T within the one-row
-    tolerance; zero rows give an empty output."""
+    each output row is the one-row gemv of its row (same bits in float32 and float16; bf16 within float rounding:
+    the batched bf16 kernels may sum in another order), and the reference's A @ W.T within the one-row tolerance;
+    zero rows give an empty output."""
     N, K = 45, shape[-1]
     W = _data((N, K), torch.float32, seed=31)
     packed, absmax = ref_4b.quantize_4bit(W, bs, "nf4", torch.uint8)
@@ -313,7 +339,7 @@ def test_gemv_4bit_a_few_rows(isa, dtype, shape, bs):
         scale = flat_A.double().abs() @ W64.abs().T
         eps = {torch.float32: 2**-23, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
         tol = scale * (1e-5 + eps + BF16_CODE_ROUNDING.get(dtype, 0.0)) + 1e-6
-        same_bits = dtype != torch.bfloat16 or len(args) > 5
+        same_bits = dtype != torch.bfloat16
         for r in range(flat_A.shape[0]):
             one = kq.gemv_4bit_cpu(flat_A[r], *args)
             if same_bits:

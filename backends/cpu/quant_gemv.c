@@ -23,8 +23,15 @@
 #define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 #define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
 #ifndef GEMV_MULTI_GROUP
-#define GEMV_MULTI_GROUP 8 /* several rows of A: weight rows per pass over a chunk of activations (4, 8, 16, 32 within 5%) */
+#define GEMV_MULTI_GROUP 16 /* several rows of A: weight rows per pass (the row-lanes kernel takes 16; 4-32 alike
+                             * for the others) */
 #endif
+#ifndef GEMV_ROW_LANES
+#define GEMV_ROW_LANES 1 /* the row-lanes kernel for bf16 with several rows (0: the other batched kernels only) */
+#endif
+/* rows of A from which a pass takes the row-lanes kernel: with 8 rows 1.28-1.37 ms against 1.54-1.66 for the p4
+ * batched kernel (11008 x 4096), 5 rows even, 4 rows 1.04 against 0.86-0.89 (its decode is shared by fewer rows) */
+#define GEMV_LANES_MIN_ROWS 5
 /* rows whose scales are decoded at once (a thread's scale buffer holds this many rows) */
 #define GEMV_SCALE_ROWS (GEMV_MULTI_GROUP > GEMV_MAX_ROWS_ANY ? GEMV_MULTI_GROUP : GEMV_MAX_ROWS_ANY)
 
@@ -389,7 +396,8 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
  * the one-row kernels (gemv_rows_p8 / gemv_rows_bf16_p4 / gemv_rows_bf16, same order of operations), so each
  * output has the same bits as a one-row call on its row taking the same kernel. bf16 with float32 absmax takes
  * p4 here (with 8 rows 1.85 ms against 2.6 for the widened kernel, 11008 x 4096) while one row takes the widened
- * kernel; and one row of bf16 activations below 2^-100 sends all rows to the float32 path. The activations are walked in chunks of
+ * kernel; from GEMV_LANES_MIN_ROWS rows bf16 takes the row-lanes kernel (gemv_lanes16); and one row of bf16
+ * activations below 2^-100 sends all rows to the float32 path. The activations are walked in chunks of
  * GEMV_CHUNK_BYTES per row, so MT rows of a chunk stay in L1 while a group of weight rows goes over them (whole
  * rows of 8 float32 activation rows, 128 KiB at K = 4096, ran 3x slower from L2); the sums of each (weight
  * row, activation row) pair wait in a gemv_pair between chunks. */
@@ -592,6 +600,124 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
     default: gemv_multi_steps(KIND, 8, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
     }
 
+/* bf16 activations, several rows, 16 weight rows in the 16 float lanes ("row lanes"): per 64 bytes of each of the
+ * 16 rows, the bytes are transposed (a 16 x 16 dword transpose: 64 shuffles), each byte's two nibbles are looked
+ * up into the bf16 pair of its row's lane (vpermb, vpsrlvw, vpermw), and multiplied with the broadcast bf16 pair of
+ * each of MT activation rows (A: plain bf16 rows, lda words apart): one vdpbf16ps per pair of weights, row and
+ * activation row, each activation row summing into its own register of 16 outputs (no horizontal sums). Block
+ * sums are scaled by the 16 rows' scales (sc0 + i * sc_stride: row i's), gathered once per block. */
+#define TGT_AVX512BF16_VBMI \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi,avx2,fma,f16c")))
+
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* u[4q + g]: column 4l + q of rows 4g..4g+3 in 128-bit lane l */
+        u[0 + g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 + g] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[8 + g] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[12 + g] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int q = 0; q < 4; q++) { /* column 4l + q of all 16 rows into r[4l + q] */
+        const __m512i v0 = _mm512_shuffle_i32x4(u[4 * q], u[4 * q + 1], 0x44);
+        const __m512i v1 = _mm512_shuffle_i32x4(u[4 * q], u[4 * q + 1], 0xEE);
+        const __m512i v2 = _mm512_shuffle_i32x4(u[4 * q + 2], u[4 * q + 3], 0x44);
+        const __m512i v3 = _mm512_shuffle_i32x4(u[4 * q + 2], u[4 * q + 3], 0xEE);
+        r[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        r[4 + q] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+        r[8 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        r[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+    }
+}
+
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16(
+    const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const uint16_t *A, int64_t lda,
+    const float *sc0, int64_t sc_stride, __m512i table32, gemv_pf *pf, float *y, int64_t ldy) {
+    const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8;
+    /* NACC accumulators per activation row (pairs p of a dword take accumulator p % NACC): at least 16
+     * independent vdpbf16ps chains (latency about 6 cycles, 2 per cycle; one chain per row ran at 0.85 per cycle) */
+    const int NACC = MT <= 4 ? 4 : 2;
+    __m512 tot[GEMV_MT], blk[4][GEMV_MT];
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) {
+        tot[m] = _mm512_setzero_ps();
+        _Pragma("GCC unroll 4")
+        for (int a = 0; a < 4; a++) blk[a][m] = _mm512_setzero_ps();
+    }
+    __m512i pick[4]; /* byte p of each dword into bytes 0 and 2 of the dword (bytes 1, 3 zeroed by the mask) */
+    for (int p = 0; p < 4; p++) {
+        uint8_t ix[64] __attribute__((aligned(64)));
+        for (int i = 0; i < 64; i++) ix[i] = (uint8_t)((i & ~3) + p);
+        pick[p] = _mm512_load_si512((const void *)ix);
+    }
+    const __mmask64 low_bytes = 0x5555555555555555ULL;
+    const __m512i shiftv = _mm512_set1_epi32(4); /* words 2n: the high nibble (weight 2b), words 2n+1: the low */
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)sc_stride));
+    int64_t block = 0, dw_in_block = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        if (pf) gemv_pf_step(pf, 16);
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(B + (n0 + i) * half + 64 * s));
+        gemv_transpose16(r);
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 4")
+            for (int p = 0; p < 4; p++) {
+                const __m512i w8 = _mm512_maskz_permutexvar_epi8(low_bytes, pick[p], r[c]);
+                const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(_mm512_srlv_epi16(w8, shiftv), table32);
+                const int64_t b = 64 * s + 4 * c + p; /* byte of the rows = pair of weights 2b, 2b + 1 */
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    int32_t pair;
+                    memcpy(&pair, A + m * lda + 2 * b, 4);
+                    const int a = p & (NACC - 1);
+                    blk[a][m] = _mm512_dpbf16_ps(blk[a][m], wv, (__m512bh)_mm512_set1_epi32(pair));
+                }
+            }
+            if (++dw_in_block == dwords_per_block) {
+                const __m512 scale = _mm512_i32gather_ps(vidx, sc0 + block, 4);
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    __m512 sum = blk[0][m];
+                    _Pragma("GCC unroll 4")
+                    for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][m]);
+                    tot[m] = _mm512_fmadd_ps(sum, scale, tot[m]);
+                    _Pragma("GCC unroll 4")
+                    for (int a = 0; a < NACC; a++) blk[a][m] = _mm512_setzero_ps();
+                }
+                dw_in_block = 0;
+                block++;
+            }
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) _mm512_storeu_ps(y + m * ldy + n0, tot[m]);
+}
+
+/* gemv_lanes16 for mt (1..8) activation rows of K words each at A. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt, const uint8_t *B, int64_t n0,
+                                                                          int64_t K, int64_t bs, const uint16_t *A,
+                                                                          const float *sc0, int64_t sc_stride,
+                                                                          const uint16_t *table16, gemv_pf *pf,
+                                                                          float *y, int64_t ldy) {
+    const __m512i table32 = _mm512_loadu_si512((const void *)table16);
+#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, sc0, sc_stride, table32, pf, y, ldy)
+    switch (mt) {
+    case 1: GEMV_LANES(1); break;
+    case 2: GEMV_LANES(2); break;
+    case 3: GEMV_LANES(3); break;
+    case 4: GEMV_LANES(4); break;
+    case 5: GEMV_LANES(5); break;
+    case 6: GEMV_LANES(6); break;
+    case 7: GEMV_LANES(7); break;
+    default: GEMV_LANES(8); break;
+    }
+#undef GEMV_LANES
+}
+
 /* Weight rows [r_begin, r_end) against the M laid-out activation rows at X (row m at X + m * ldx floats):
  * y[m * N + r]. Groups of GEMV_MULTI_GROUP weight rows (their scales decoded together) go over each chunk of
  * GEMV_MT activation rows; the weight is read from memory in the first pass (m0 = 0), which steps the prefetch
@@ -599,7 +725,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
 TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
                                             int64_t M, int64_t N, int64_t K, int64_t bs, const float *X, int64_t ldx,
                                             const float *code, const uint16_t *table16_src, const absmax_src *am,
-                                            float *rowbuf, float *y) {
+                                            const uint16_t *A_bf16, float *rowbuf, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const __m512i table16 = _mm512_loadu_si512((const void *)table16_src);
     const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
@@ -616,6 +742,10 @@ TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, in
             const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
             const float *Xm = X + m0 * ldx;
             gemv_pf *p = m0 == 0 ? &pf : NULL;
+            if (A_bf16 && g == 16 && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
+                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, sc[0], nbr, table16_src, p, y + m0 * N, N);
+                continue;
+            }
             for (int rr = 0; rr < g; rr++)
                 for (int m = 0; m < mt; m++) st[rr][m].acc = st[rr][m].part = _mm512_setzero_ps();
             for (int64_t c0 = 0; c0 < units; c0 += chunk) {
@@ -940,7 +1070,9 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
 #if BNBQ_X86
         if (multi) {
             const int kind = p8 ? GEMV_KIND_P8 : p4 ? GEMV_KIND_P4 : GEMV_KIND_BF16;
-            gemv_range_multi(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, rb, y);
+            const uint16_t *lanes = kind == GEMV_KIND_P4 && GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)
+                                        ? (const uint16_t *)A : NULL;
+            gemv_range_multi(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb, y);
             continue;
         }
 #endif
