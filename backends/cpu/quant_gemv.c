@@ -1047,7 +1047,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     uint16_t table16[32]; /* the code book in bf16, twice (gemv_rows_bf16_p4 indexes it with 5 bits) */
     for (int i = 0; i < 32; i++) table16[i] = bnbq_f32_to_bf16(code[i & 15]);
 #if !BNBQ_X86
-    (void)multi, (void)table16, (void)nested_planes; /* the x86 kernels' inputs */
+    (void)table16, (void)nested_planes; /* the x86 kernels' inputs */
 #endif
     const int64_t esz = bnbq_dtype_size(dtype);
     for (int64_t m = 0; m < M; m++)
@@ -1056,7 +1056,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     /* a few long runs of contiguous rows per thread (the weight streams from DRAM best in long runs), handed
      * out dynamically: a thread that loses its core to another process does not hold back half of the rows */
     int64_t chunk_rows = (N + (int64_t)team * GEMV_CHUNKS_PER_THREAD - 1) / ((int64_t)team * GEMV_CHUNKS_PER_THREAD);
-    chunk_rows = (chunk_rows + GEMV_MAX_ROWS_ANY - 1) / GEMV_MAX_ROWS_ANY * GEMV_MAX_ROWS_ANY;
+    const int64_t unit_rows = multi ? GEMV_MULTI_GROUP : GEMV_MAX_ROWS_ANY; /* whole groups of the row kernels */
+    chunk_rows = (chunk_rows + unit_rows - 1) / unit_rows * unit_rows;
     const int64_t chunks = (N + chunk_rows - 1) / chunk_rows;
 #pragma omp parallel for num_threads(team) if (team > 1) schedule(dynamic, 1)
     for (int64_t c = 0; c < chunks; c++) {
