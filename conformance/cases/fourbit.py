@@ -136,6 +136,8 @@ class Gemv4bit(OpCase):
             E(N=129, K=2 * bs, A=F((1, 1, 2 * bs), dt, values="mixed", seed=3), absmax="normal", seed=3, **nested),
             E(N=3, K=31, A=F((31,), dt, values="tiny", seed=4), absmax="tiny", seed=4, **nested),
             E(N=37, K=2 * bs, A=F((2, 3, 2 * bs), dt, seed=5), absmax="normal", seed=5, **nested),  # a few rows
+            # batched decoding: 9 rows against 80 weight rows (kernels that tile 8 rows of A or 16 weight rows)
+            E(N=80, K=4 * bs, A=F((9, 4 * bs), dt, seed=6), absmax="normal", seed=6, **nested),
         ]
 
     def build(self, ex, cell, device):
