@@ -12,8 +12,9 @@ from cffi_family import Family  # noqa: E402
 FAMILY = Family(
     module="bnb_api.backends.cpu._quant_lib",
     header="quant.h",
-    sources=("quant_dispatch.c", "quant_blockwise.c", "quant_gemv.c", "quant_int8.c", "quant_memory.c"),
-    depends=("quant_internal.h", "bucket_lut.h", "lut256_vbmi.h", "octave_lut_vbmi.h"),
+    sources=("quant_dispatch.c", "quant_blockwise.c", "quant_gemv.c", "quant_gemv_batched.c", "quant_int8.c",
+             "quant_memory.c"),
+    depends=("quant_internal.h", "quant_gemv.h", "bucket_lut.h", "lut256_vbmi.h", "octave_lut_vbmi.h"),
 )
 ffibuilder = FAMILY.builder()
 

@@ -1,4 +1,5 @@
-/* Fused 4-bit gemv: y[r] = sum_k A[k] * code[q(r, k)] * absmax(block of r*K + k), one row of activations.
+/* Fused 4-bit gemv: y[r] = sum_k A[k] * code[q(r, k)] * absmax(block of r*K + k), one row of activations, and
+ * the entry point bnbq_gemv_4bit (several rows of A go to quant_gemv_batched.c when a batched kernel serves).
  *
  * The weight is never materialized: packed codes are looked up in the 16-entry code book held in a
  * register and multiplied with activations laid out once per call in the order the lookups produce (even /
@@ -8,87 +9,16 @@
  * (vpermw), straight from the packed words with nested absmax (gemv_rows_bf16_p4), else widened to 16-bit
  * lanes first (gemv_rows_bf16), and multiplied pairwise by vdpbf16ps into float32. Each block's partial sum
  * is scaled by its absmax; nested absmax (uint8 codes of absmax - offset, blockwise with a 256-entry code
- * book) is decoded once per row group (gemv_row_scales).
+ * book) is decoded once per row group (bnbq_gemv_row_scales).
  * Rows are split across OpenMP threads in a few long runs each; the SIMD paths need K % blocksize == 0
  * (every row starts a block) and blocksize >= 32, otherwise the portable path serves, which handles any
  * layout.
  */
 #include <stdlib.h>
 
-#include "lut256_vbmi.h"
-#include "quant_internal.h"
-
-#define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
-#define GEMV_PREFETCH 16384 /* bytes ahead of the weight read, in one linear prefetch stream */
-#define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
-#define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
-#ifndef GEMV_MULTI_GROUP
-#define GEMV_MULTI_GROUP 16 /* several rows of A: weight rows per pass (the row-lanes kernel takes 16; 4-32 alike
-                             * for the others) */
-#endif
-#ifndef GEMV_ROW_LANES
-#define GEMV_ROW_LANES 1 /* the row-lanes kernel for bf16 with several rows (0: the other batched kernels only) */
-#endif
-/* rows of A from which a pass takes the row-lanes kernel: with 8 rows 1.28-1.37 ms against 1.54-1.66 for the p4
- * batched kernel (11008 x 4096), 5 rows even, 4 rows 1.04 against 0.86-0.89 (its decode is shared by fewer rows) */
-#define GEMV_LANES_MIN_ROWS 5
-/* rows whose scales are decoded at once (a thread's scale buffer holds this many rows) */
-#define GEMV_SCALE_ROWS (GEMV_MULTI_GROUP > GEMV_MAX_ROWS_ANY ? GEMV_MULTI_GROUP : GEMV_MAX_ROWS_ANY)
-
-typedef struct {
-    const float *absmax;        /* float32 absmax per block, or NULL when nested */
-    const uint8_t *absmax_q;    /* nested: uint8 codes per block */
-    const float *nested_absmax; /* nested: float32 per nested block */
-    const float *nested_code;   /* nested: 256 entries */
-    float offset;
-    int nested_shift; /* log2(nested_blocksize) */
-    int64_t n_blocks; /* entries of absmax / absmax_q */
-    const uint8_t (*nested_planes)[256]; /* nested, VBMI CPUs: byte planes of nested_code (lut256_vbmi.h) */
-} absmax_src;
-
-BNBQ_INLINE float block_absmax(const absmax_src *a, int64_t g) {
-    if (a->absmax) return a->absmax[g];
-    return a->nested_code[a->absmax_q[g]] * a->nested_absmax[g >> a->nested_shift] + a->offset;
-}
+#include "quant_gemv.h"
 
 #if BNBQ_X86
-/* Prefetch the block scales of rows [r, r + rows): the weight streams are prefetched in the inner loops,
- * and without this every row's first scale is a DRAM miss that stalls the row (about 0.25 ms of a cold
- * 11008 x 4096 gemv here). */
-static inline void gemv_prefetch_scales(const absmax_src *am, int64_t r, int64_t rows, int64_t nbr) {
-    const int64_t g0 = r * nbr, g1 = bnbq_min64((r + rows) * nbr, am->n_blocks); /* never past the array */
-    if (am->absmax)
-        for (int64_t g = g0; g < g1; g += 16) _mm_prefetch((const char *)(am->absmax + g), _MM_HINT_T0);
-    else
-        for (int64_t g = g0; g < g1; g += 64) _mm_prefetch((const char *)(am->absmax_q + g), _MM_HINT_T0);
-}
-
-/* The weight prefetch: one linear stream GEMV_PREFETCH bytes ahead of the rows being read. A pass reads R
- * consecutive rows side by side (R streams one row apart); prefetching each of them ahead (same column,
- * rows further down) left the cold read at about 60% of DRAM bandwidth here, while this single stream,
- * R lines per 64 bytes of row progress, walks memory in address order as a plain sequential read does and
- * brings the cold read to its speed (touch-only test, 11008 x 4096 NF4 in 4-row passes: 0.73 -> 0.45 ms).
- * It never runs past the end of B (prefetches do not fault, but the address must stay inside the array). */
-typedef struct {
-    uintptr_t next, end; /* addresses as integers: the stream may point past the array, it never loads there */
-} gemv_pf;
-
-/* The stream of a run of rows [r_begin, r_end), stopping at r_end: its first GEMV_PREFETCH bytes are
- * prefetched at once (a run's start is otherwise read by demand misses: about 6% of a cold 11008 x 4096
- * gemv here), then the stream runs that far ahead. */
-static inline gemv_pf gemv_pf_start(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t half) {
-    const uintptr_t start = (uintptr_t)(B + r_begin * half), end = (uintptr_t)(B + r_end * half);
-    for (uintptr_t a = start; a < start + GEMV_PREFETCH && a < end; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
-    gemv_pf p = {start + GEMV_PREFETCH, end};
-    return p;
-}
-
-/* The next R lines of the stream (called once per 64 bytes read in each of the pass's R rows). */
-static inline void gemv_pf_step(gemv_pf *p, int R) {
-    for (int i = 0; i < R; i++, p->next += 64)
-        if (p->next < p->end) _mm_prefetch((const char *)p->next, _MM_HINT_T0);
-}
-
 /* Nested scales of blocks [g0, g0 + count) into dst: the 8-bit codes looked up 64 at a time (VBMI, the last
  * step masked), times their nested absmax, plus the offset, as block_absmax computes them (multiply, then
  * add). Reads no code or nested absmax past block g0 + count. */
@@ -126,7 +56,7 @@ LUT256_TARGET static void gemv_decode_nested_vbmi(const absmax_src *am, int64_t 
 
 /* Block scales of the rows [r, r + R) for the row kernels: pointers into absmax, or the nested scales
  * decoded once per row into buf (R * nbr floats) instead of per block inside the loops. */
-static void gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, float *buf, const float **sc) {
+void bnbq_gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, float *buf, const float **sc) {
 #if BNBQ_X86
     if (!am->absmax && am->nested_planes) { /* the rows' blocks are contiguous: one decode for all R rows */
         gemv_decode_nested_vbmi(am, r * nbr, (int64_t)R * nbr, buf);
@@ -280,14 +210,14 @@ TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int6
     gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
     int64_t r = r_begin;
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
-        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
         if (p8)
             gemv_rows_p8(GEMV_MAX_ROWS, B, r, K, bs, Ae, table, am, sc, &pf, y + r);
         else
             gemv_rows_avx512(GEMV_MAX_ROWS, B, r, K, bs, Ae, Ao, table, am, sc, &pf, y + r);
     }
     for (; r < r_end; r++) {
-        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
         if (p8)
             gemv_rows_p8(1, B, r, K, bs, Ae, table, am, sc, &pf, y + r);
         else
@@ -375,14 +305,14 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
     gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
     int64_t r = r_begin;
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
-        gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
         if (p4)
             gemv_rows_bf16_p4(GEMV_MAX_ROWS, B, r, K, bs, Xe, table, am, sc, &pf, y + r);
         else
             gemv_rows_bf16(GEMV_MAX_ROWS, B, r, K, bs, Xe, Xo, table, am, sc, &pf, y + r);
     }
     for (; r < r_end; r++) {
-        gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, 1, K / bs, rowbuf, sc);
         if (p4)
             gemv_rows_bf16_p4(1, B, r, K, bs, Xe, table, am, sc, &pf, y + r);
         else
@@ -390,399 +320,6 @@ TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, in
     }
 }
 
-/* Several rows of activations (the batched decode): each weight row is read from memory once for all of them.
- * Per step the weight's bytes are looked up once, into all 8 (float32, p8) or 4 (bf16, p4) or 2 (bf16 widened)
- * phases held in registers, then multiplied with each of MT activation rows in turn, with the arithmetic of
- * the one-row kernels (gemv_rows_p8 / gemv_rows_bf16_p4 / gemv_rows_bf16, same order of operations), so each
- * output has the same bits as a one-row call on its row taking the same kernel. bf16 with float32 absmax takes
- * p4 here (with 8 rows 1.85 ms against 2.6 for the widened kernel, 11008 x 4096) while one row takes the widened
- * kernel; from GEMV_LANES_MIN_ROWS rows bf16 takes the row-lanes kernel (gemv_lanes16); and one row of bf16
- * activations below 2^-100 sends all rows to the float32 path. The activations are walked in chunks of
- * GEMV_CHUNK_BYTES per row, so MT rows of a chunk stay in L1 while a group of weight rows goes over them (whole
- * rows of 8 float32 activation rows, 128 KiB at K = 4096, ran 3x slower from L2); the sums of each (weight
- * row, activation row) pair wait in a gemv_pair between chunks. */
-#define GEMV_MT 8              /* activation rows per pass */
-
-#define GEMV_CHUNK_BYTES 2048  /* bytes of each activation row per chunk: MT rows take 16 KiB of L1 */
-
-typedef struct {
-    __m512 acc, part; /* the one-row kernels' accumulator and the current block's partial sum */
-} gemv_pair;
-
-/* gemv_scale_step for MT activation rows against one weight row: one scale for all of them. */
-TGT_AVX512 static inline __attribute__((always_inline)) void gemv_scale_shared(const int MT, const int two_blocks,
-                                                                               int64_t units_per_block, int64_t u,
-                                                                               int64_t *unit_in_block, int64_t *block,
-                                                                               const float *sc, __m512 *part,
-                                                                               __m512 *acc) {
-    __m512 scale;
-    if (two_blocks) {
-        scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[2 * u]), _mm512_set1_ps(sc[2 * u + 1]));
-    } else {
-        if (++*unit_in_block < units_per_block) return;
-        *unit_in_block = 0;
-        scale = _mm512_set1_ps(sc[(*block)++]);
-    }
-    _Pragma("GCC unroll 8")
-    for (int m = 0; m < MT; m++) {
-        acc[m] = _mm512_fmadd_ps(part[m], scale, acc[m]);
-        part[m] = _mm512_setzero_ps();
-    }
-}
-
-/* Kinds of multi-row kernel: the layouts of gemv_layout. */
-#define GEMV_KIND_P8 0   /* float32 activations in 8 phases per 128 (gemv_layout_p8), float32 code book */
-#define GEMV_KIND_P4 1   /* bf16 activations in 4 phases per 128 (gemv_layout_p4), bf16 code book doubled */
-#define GEMV_KIND_BF16 2 /* bf16 activations, even then odd halves, bf16 code book */
-
-/* Steps [u0, u1) of one weight row w (units of 128 weights; 64 for GEMV_KIND_BF16) for MT activation rows at X +
- * m * ldx (floats), the pairs' sums in st[0..MT). pf: the prefetch stream, stepped when not NULL. */
-TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_steps(
-    const int KIND, const int MT, const uint8_t *w, int64_t u0, int64_t u1, int64_t K, int64_t bs, const float *X,
-    int64_t ldx, __m512 table, __m512i table16, const float *sc, gemv_pf *pf, gemv_pair *st) {
-    const int64_t unit = KIND == GEMV_KIND_BF16 ? 64 : 128;
-    const int two_blocks = bs < unit;
-    const int64_t units_per_block = two_blocks ? 1 : bs / unit;
-    int64_t unit_in_block = two_blocks ? 0 : u0 % units_per_block, block = two_blocks ? 0 : u0 / units_per_block;
-    __m512 acc[GEMV_MT], part[GEMV_MT];
-    _Pragma("GCC unroll 8")
-    for (int m = 0; m < MT; m++) {
-        acc[m] = st[m].acc;
-        part[m] = st[m].part;
-    }
-    for (int64_t u = u0; u < u1; u++) {
-        if (KIND == GEMV_KIND_P8) {
-            if (pf) gemv_pf_step(pf, 1);
-            const __m512i d = _mm512_loadu_si512((const void *)(w + 64 * u));
-            __m512 ph[8];
-            _Pragma("GCC unroll 8")
-            for (int s = 0; s < 8; s++) ph[s] = _mm512_permutexvar_ps(s ? _mm512_srli_epi32(d, 4 * s) : d, table);
-            _Pragma("GCC unroll 8")
-            for (int m = 0; m < MT; m++) {
-                const float *a = X + m * ldx + 128 * u;
-                __m512 t0 = _mm512_mul_ps(ph[0], _mm512_loadu_ps(a));
-                __m512 t1 = _mm512_mul_ps(ph[1], _mm512_loadu_ps(a + 16));
-                t0 = _mm512_fmadd_ps(ph[2], _mm512_loadu_ps(a + 32), t0);
-                t1 = _mm512_fmadd_ps(ph[3], _mm512_loadu_ps(a + 48), t1);
-                t0 = _mm512_fmadd_ps(ph[4], _mm512_loadu_ps(a + 64), t0);
-                t1 = _mm512_fmadd_ps(ph[5], _mm512_loadu_ps(a + 80), t1);
-                t0 = _mm512_fmadd_ps(ph[6], _mm512_loadu_ps(a + 96), t0);
-                t1 = _mm512_fmadd_ps(ph[7], _mm512_loadu_ps(a + 112), t1);
-                part[m] = _mm512_add_ps(part[m], _mm512_add_ps(t0, t1));
-            }
-        } else if (KIND == GEMV_KIND_P4) {
-            if (pf) gemv_pf_step(pf, 1);
-            const __m512i d = _mm512_loadu_si512((const void *)(w + 64 * u));
-            __m512bh ph[4];
-            _Pragma("GCC unroll 4")
-            for (int s = 0; s < 4; s++)
-                ph[s] = (__m512bh)_mm512_permutexvar_epi16(s ? _mm512_srli_epi16(d, 4 * s) : d, table16);
-            _Pragma("GCC unroll 8")
-            for (int m = 0; m < MT; m++) {
-                const uint16_t *x = (const uint16_t *)(X + m * ldx) + 128 * u;
-                __m512 t0 = _mm512_dpbf16_ps(part[m], ph[0], (__m512bh)_mm512_loadu_si512((const void *)x));
-                __m512 t1 = _mm512_dpbf16_ps(_mm512_setzero_ps(), ph[1],
-                                             (__m512bh)_mm512_loadu_si512((const void *)(x + 32)));
-                t0 = _mm512_dpbf16_ps(t0, ph[2], (__m512bh)_mm512_loadu_si512((const void *)(x + 64)));
-                t1 = _mm512_dpbf16_ps(t1, ph[3], (__m512bh)_mm512_loadu_si512((const void *)(x + 96)));
-                part[m] = _mm512_add_ps(t0, t1);
-            }
-        } else {
-            if (pf && (u & 1) == 0) gemv_pf_step(pf, 1);
-            const __m512i q = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(w + 32 * u)));
-            const __m512bh whi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(q, 4), table16);
-            const __m512bh wlo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(q, _mm512_set1_epi16(15)), table16);
-            _Pragma("GCC unroll 8")
-            for (int m = 0; m < MT; m++) {
-                const uint16_t *x = (const uint16_t *)(X + m * ldx) + 32 * u;
-                part[m] = _mm512_dpbf16_ps(part[m], whi, (__m512bh)_mm512_loadu_si512((const void *)x));
-                part[m] = _mm512_dpbf16_ps(part[m], wlo, (__m512bh)_mm512_loadu_si512((const void *)(x + K / 2)));
-            }
-        }
-        gemv_scale_shared(MT, two_blocks, units_per_block, u, &unit_in_block, &block, sc, part, acc);
-    }
-    _Pragma("GCC unroll 8")
-    for (int m = 0; m < MT; m++) {
-        st[m].acc = acc[m];
-        st[m].part = part[m];
-    }
-}
-
-/* GEMV_KIND_P4 for two weight rows w[0], w[1] at once: each activation vector loaded is used by both (half the
- * loads of two gemv_multi_steps calls, which were the limit), with the same arithmetic per pair. */
-TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2(
-    const int MT, const uint8_t *const *w, int64_t u0, int64_t u1, int64_t bs, const float *X, int64_t ldx,
-    __m512i table16, const float *const *sc, gemv_pf *pf, gemv_pair *const *st) {
-    const int two_blocks = bs < 128;
-    const int64_t units_per_block = two_blocks ? 1 : bs / 128;
-    int64_t unit_in_block = two_blocks ? 0 : u0 % units_per_block, block = two_blocks ? 0 : u0 / units_per_block;
-    __m512 acc[2][GEMV_MT], part[2][GEMV_MT];
-    _Pragma("GCC unroll 2")
-    for (int k = 0; k < 2; k++) {
-        _Pragma("GCC unroll 8")
-        for (int m = 0; m < MT; m++) {
-            acc[k][m] = st[k][m].acc;
-            part[k][m] = st[k][m].part;
-        }
-    }
-    for (int64_t u = u0; u < u1; u++) {
-        if (pf) gemv_pf_step(pf, 2);
-        __m512bh ph[2][4];
-        _Pragma("GCC unroll 2")
-        for (int k = 0; k < 2; k++) {
-            const __m512i d = _mm512_loadu_si512((const void *)(w[k] + 64 * u));
-            _Pragma("GCC unroll 4")
-            for (int s = 0; s < 4; s++)
-                ph[k][s] = (__m512bh)_mm512_permutexvar_epi16(s ? _mm512_srli_epi16(d, 4 * s) : d, table16);
-        }
-        _Pragma("GCC unroll 8")
-        for (int m = 0; m < MT; m++) {
-            const uint16_t *x = (const uint16_t *)(X + m * ldx) + 128 * u;
-            const __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)x);
-            const __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + 32));
-            const __m512bh x2 = (__m512bh)_mm512_loadu_si512((const void *)(x + 64));
-            const __m512bh x3 = (__m512bh)_mm512_loadu_si512((const void *)(x + 96));
-            _Pragma("GCC unroll 2")
-            for (int k = 0; k < 2; k++) {
-                __m512 t0 = _mm512_dpbf16_ps(part[k][m], ph[k][0], x0);
-                __m512 t1 = _mm512_dpbf16_ps(_mm512_setzero_ps(), ph[k][1], x1);
-                t0 = _mm512_dpbf16_ps(t0, ph[k][2], x2);
-                t1 = _mm512_dpbf16_ps(t1, ph[k][3], x3);
-                part[k][m] = _mm512_add_ps(t0, t1);
-            }
-        }
-        if (two_blocks) {
-            _Pragma("GCC unroll 2")
-            for (int k = 0; k < 2; k++) {
-                const __m512 scale =
-                    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(sc[k][2 * u]), _mm512_set1_ps(sc[k][2 * u + 1]));
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    acc[k][m] = _mm512_fmadd_ps(part[k][m], scale, acc[k][m]);
-                    part[k][m] = _mm512_setzero_ps();
-                }
-            }
-        } else if (++unit_in_block == units_per_block) {
-            unit_in_block = 0;
-            _Pragma("GCC unroll 2")
-            for (int k = 0; k < 2; k++) {
-                const __m512 scale = _mm512_set1_ps(sc[k][block]);
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    acc[k][m] = _mm512_fmadd_ps(part[k][m], scale, acc[k][m]);
-                    part[k][m] = _mm512_setzero_ps();
-                }
-            }
-            block++;
-        }
-    }
-    _Pragma("GCC unroll 2")
-    for (int k = 0; k < 2; k++) {
-        _Pragma("GCC unroll 8")
-        for (int m = 0; m < MT; m++) {
-            st[k][m].acc = acc[k][m];
-            st[k][m].part = part[k][m];
-        }
-    }
-}
-
-#define GEMV_X2_MT 4 /* activation rows per gemv_multi_p4x2 call: 2 x 4 pairs of accumulators in registers (8 spill) */
-
-#define GEMV_MULTI_MT(KIND)                                                                                   \
-    switch (mt) {                                                                                             \
-    case 1: gemv_multi_steps(KIND, 1, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 2: gemv_multi_steps(KIND, 2, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 3: gemv_multi_steps(KIND, 3, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 4: gemv_multi_steps(KIND, 4, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 5: gemv_multi_steps(KIND, 5, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 6: gemv_multi_steps(KIND, 6, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    case 7: gemv_multi_steps(KIND, 7, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    default: gemv_multi_steps(KIND, 8, w, c0, c1, K, bs, Xm, ldx, table, table16, sc[rr], p, st[rr]); break; \
-    }
-
-/* bf16 activations, several rows, 16 weight rows in the 16 float lanes ("row lanes"): per 64 bytes of each of the
- * 16 rows, the bytes are transposed (a 16 x 16 dword transpose: 64 shuffles), each byte's two nibbles are looked
- * up into the bf16 pair of its row's lane (vpermb, vpsrlvw, vpermw), and multiplied with the broadcast bf16 pair of
- * each of MT activation rows (A: plain bf16 rows, lda words apart): one vdpbf16ps per pair of weights, row and
- * activation row, each activation row summing into its own register of 16 outputs (no horizontal sums). Block
- * sums are scaled by the 16 rows' scales (sc0 + i * sc_stride: row i's), gathered once per block. */
-#define TGT_AVX512BF16_VBMI \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi,avx2,fma,f16c")))
-
-TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int k = 0; k < 8; k++) {
-        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
-    }
-    for (int g = 0; g < 4; g++) { /* u[4q + g]: column 4l + q of rows 4g..4g+3 in 128-bit lane l */
-        u[0 + g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-        u[4 + g] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-        u[8 + g] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-        u[12 + g] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-    }
-    for (int q = 0; q < 4; q++) { /* column 4l + q of all 16 rows into r[4l + q] */
-        const __m512i v0 = _mm512_shuffle_i32x4(u[4 * q], u[4 * q + 1], 0x44);
-        const __m512i v1 = _mm512_shuffle_i32x4(u[4 * q], u[4 * q + 1], 0xEE);
-        const __m512i v2 = _mm512_shuffle_i32x4(u[4 * q + 2], u[4 * q + 3], 0x44);
-        const __m512i v3 = _mm512_shuffle_i32x4(u[4 * q + 2], u[4 * q + 3], 0xEE);
-        r[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-        r[4 + q] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
-        r[8 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-        r[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
-    }
-}
-
-TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16(
-    const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const uint16_t *A, int64_t lda,
-    const float *sc0, int64_t sc_stride, __m512i table32, gemv_pf *pf, float *y, int64_t ldy) {
-    const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8;
-    /* NACC accumulators per activation row (pairs p of a dword take accumulator p % NACC): at least 16
-     * independent vdpbf16ps chains (latency about 6 cycles, 2 per cycle; one chain per row ran at 0.85 per cycle) */
-    const int NACC = MT <= 4 ? 4 : 2;
-    __m512 tot[GEMV_MT], blk[4][GEMV_MT];
-    _Pragma("GCC unroll 8")
-    for (int m = 0; m < MT; m++) {
-        tot[m] = _mm512_setzero_ps();
-        _Pragma("GCC unroll 4")
-        for (int a = 0; a < 4; a++) blk[a][m] = _mm512_setzero_ps();
-    }
-    __m512i pick[4]; /* byte p of each dword into bytes 0 and 2 of the dword (bytes 1, 3 zeroed by the mask) */
-    for (int p = 0; p < 4; p++) {
-        uint8_t ix[64] __attribute__((aligned(64)));
-        for (int i = 0; i < 64; i++) ix[i] = (uint8_t)((i & ~3) + p);
-        pick[p] = _mm512_load_si512((const void *)ix);
-    }
-    const __mmask64 low_bytes = 0x5555555555555555ULL;
-    const __m512i shiftv = _mm512_set1_epi32(4); /* words 2n: the high nibble (weight 2b), words 2n+1: the low */
-    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)sc_stride));
-    int64_t block = 0, dw_in_block = 0;
-    for (int64_t s = 0; s < steps; s++) {
-        if (pf) gemv_pf_step(pf, 16);
-        __m512i r[16];
-        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(B + (n0 + i) * half + 64 * s));
-        gemv_transpose16(r);
-        for (int c = 0; c < 16; c++) {
-            _Pragma("GCC unroll 4")
-            for (int p = 0; p < 4; p++) {
-                const __m512i w8 = _mm512_maskz_permutexvar_epi8(low_bytes, pick[p], r[c]);
-                const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(_mm512_srlv_epi16(w8, shiftv), table32);
-                const int64_t b = 64 * s + 4 * c + p; /* byte of the rows = pair of weights 2b, 2b + 1 */
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    int32_t pair;
-                    memcpy(&pair, A + m * lda + 2 * b, 4);
-                    const int a = p & (NACC - 1);
-                    blk[a][m] = _mm512_dpbf16_ps(blk[a][m], wv, (__m512bh)_mm512_set1_epi32(pair));
-                }
-            }
-            if (++dw_in_block == dwords_per_block) {
-                const __m512 scale = _mm512_i32gather_ps(vidx, sc0 + block, 4);
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    __m512 sum = blk[0][m];
-                    _Pragma("GCC unroll 4")
-                    for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][m]);
-                    tot[m] = _mm512_fmadd_ps(sum, scale, tot[m]);
-                    _Pragma("GCC unroll 4")
-                    for (int a = 0; a < NACC; a++) blk[a][m] = _mm512_setzero_ps();
-                }
-                dw_in_block = 0;
-                block++;
-            }
-        }
-    }
-    _Pragma("GCC unroll 8")
-    for (int m = 0; m < MT; m++) _mm512_storeu_ps(y + m * ldy + n0, tot[m]);
-}
-
-/* gemv_lanes16 for mt (1..8) activation rows of K words each at A. */
-__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt, const uint8_t *B, int64_t n0,
-                                                                          int64_t K, int64_t bs, const uint16_t *A,
-                                                                          const float *sc0, int64_t sc_stride,
-                                                                          const uint16_t *table16, gemv_pf *pf,
-                                                                          float *y, int64_t ldy) {
-    const __m512i table32 = _mm512_loadu_si512((const void *)table16);
-#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, sc0, sc_stride, table32, pf, y, ldy)
-    switch (mt) {
-    case 1: GEMV_LANES(1); break;
-    case 2: GEMV_LANES(2); break;
-    case 3: GEMV_LANES(3); break;
-    case 4: GEMV_LANES(4); break;
-    case 5: GEMV_LANES(5); break;
-    case 6: GEMV_LANES(6); break;
-    case 7: GEMV_LANES(7); break;
-    default: GEMV_LANES(8); break;
-    }
-#undef GEMV_LANES
-}
-
-/* Weight rows [r_begin, r_end) against the M laid-out activation rows at X (row m at X + m * ldx floats):
- * y[m * N + r]. Groups of GEMV_MULTI_GROUP weight rows (their scales decoded together) go over each chunk of
- * GEMV_MT activation rows; the weight is read from memory in the first pass (m0 = 0), which steps the prefetch
- * stream, and from L1/L2 in the next ones. */
-TGT_AVX512BF16 static void gemv_range_multi(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
-                                            int64_t M, int64_t N, int64_t K, int64_t bs, const float *X, int64_t ldx,
-                                            const float *code, const uint16_t *table16_src, const absmax_src *am,
-                                            const uint16_t *A_bf16, float *rowbuf, float *y) {
-    const __m512 table = _mm512_loadu_ps(code);
-    const __m512i table16 = _mm512_loadu_si512((const void *)table16_src);
-    const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
-    const int64_t act_bytes = kind == GEMV_KIND_P8 ? 4 : 2;
-    const int64_t chunk = bnbq_max64(1, GEMV_CHUNK_BYTES / (unit * act_bytes)); /* units per chunk */
-    gemv_pair st[GEMV_MULTI_GROUP][GEMV_MT] __attribute__((aligned(64)));
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
-    for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MULTI_GROUP) {
-        const int g = (int)bnbq_min64(GEMV_MULTI_GROUP, r_end - r0);
-        const float *sc[GEMV_MULTI_GROUP];
-        gemv_prefetch_scales(am, r0 + GEMV_MULTI_GROUP, GEMV_MULTI_GROUP, nbr);
-        gemv_row_scales(am, r0, g, nbr, rowbuf, sc);
-        for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT) {
-            const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
-            const float *Xm = X + m0 * ldx;
-            gemv_pf *p = m0 == 0 ? &pf : NULL;
-            if (A_bf16 && g == 16 && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
-                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, sc[0], nbr, table16_src, p, y + m0 * N, N);
-                continue;
-            }
-            for (int rr = 0; rr < g; rr++)
-                for (int m = 0; m < mt; m++) st[rr][m].acc = st[rr][m].part = _mm512_setzero_ps();
-            for (int64_t c0 = 0; c0 < units; c0 += chunk) {
-                const int64_t c1 = bnbq_min64(units, c0 + chunk);
-                int rr = 0;
-                if (kind == GEMV_KIND_P4)
-                    for (; rr + 2 <= g; rr += 2) {
-                        const uint8_t *w2[2] = {B + (r0 + rr) * (K / 2), B + (r0 + rr + 1) * (K / 2)};
-                        const float *sc2[2] = {sc[rr], sc[rr + 1]};
-                        for (int m1 = 0; m1 < mt; m1 += GEMV_X2_MT) {
-                            gemv_pair *st2[2] = {st[rr] + m1, st[rr + 1] + m1};
-                            const float *Xq = Xm + m1 * ldx;
-                            gemv_pf *q = m1 == 0 ? p : NULL;
-                            switch (bnbq_min64(GEMV_X2_MT, mt - m1)) {
-                            case 1: gemv_multi_p4x2(1, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            case 2: gemv_multi_p4x2(2, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            case 3: gemv_multi_p4x2(3, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            default: gemv_multi_p4x2(4, w2, c0, c1, bs, Xq, ldx, table16, sc2, q, st2); break;
-                            }
-                        }
-                    }
-                for (; rr < g; rr++) {
-                    const uint8_t *w = B + (r0 + rr) * (K / 2);
-                    if (kind == GEMV_KIND_P8)
-                        GEMV_MULTI_MT(GEMV_KIND_P8)
-                    else if (kind == GEMV_KIND_P4)
-                        GEMV_MULTI_MT(GEMV_KIND_P4)
-                    else
-                        GEMV_MULTI_MT(GEMV_KIND_BF16)
-                }
-            }
-            for (int rr = 0; rr < g; rr++)
-                for (int m = 0; m < mt; m++) y[(m0 + m) * N + r0 + rr] = _mm512_reduce_add_ps(st[rr][m].acc);
-        }
-    }
-}
-#undef GEMV_MULTI_MT
 
 /* The activations of gemv_rows_bf16_p4 (K % 128 == 0): x[u + 32ph + i] = a[u + 4i + (ph ^ 1)], per 128 elements
  * two word permutes and a blend per phase (the scalar loop cost about 1.5 us per call at K = 4096). */
@@ -924,11 +461,11 @@ TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t 
     int64_t r = r_begin;
     for (; r + 2 <= r_end; r += 2) {
         if (r % GEMV_MAX_ROWS == 0) gemv_prefetch_scales(am, r + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
-        gemv_row_scales(am, r, 2, nbr, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, 2, nbr, rowbuf, sc);
         gemv_rows_avx2(2, B, r, K, bs, Ae, Ao, tlo, thi, sc, &pf, y + r);
     }
     for (; r < r_end; r++) {
-        gemv_row_scales(am, r, 1, nbr, rowbuf, sc);
+        bnbq_gemv_row_scales(am, r, 1, nbr, rowbuf, sc);
         gemv_rows_avx2(1, B, r, K, bs, Ae, Ao, tlo, thi, sc, &pf, y + r);
     }
 }
@@ -1026,7 +563,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     /* p4 with nested absmax only: cold (weights from DRAM, as in decoding), side by side with fast memory here,
      * it took the nested gemv 0.374-0.414 -> 0.347-0.371 ms (11008 x 4096) but the float32-absmax one
      * 0.340-0.376 -> 0.382-0.407 ms, although it is faster warm (0.29 -> 0.25 ms); with slow memory both tie.
-     * Several rows of A always take it (gemv_range_multi): there the arithmetic, not the memory, is the limit */
+     * Several rows of A always take it (quant_gemv_batched.c): there the arithmetic, not the memory, is the limit */
     const int p4 = bf16dot && (absmax_q || M > 1) && K % 128 == 0 && blocksize >= 64;
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
     const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
@@ -1073,7 +610,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
             const int kind = p8 ? GEMV_KIND_P8 : p4 ? GEMV_KIND_P4 : GEMV_KIND_BF16;
             const uint16_t *lanes = kind == GEMV_KIND_P4 && GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)
                                         ? (const uint16_t *)A : NULL;
-            gemv_range_multi(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb, y);
+            bnbq_gemv_range_batched(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb,
+                                    y);
             continue;
         }
 #endif
