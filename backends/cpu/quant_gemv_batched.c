@@ -45,7 +45,6 @@ TGT_AVX512 static inline __attribute__((always_inline)) void gemv_scale_shared(c
     }
 }
 
-
 /* Steps [u0, u1) of one weight row w (units of 128 weights; 64 for GEMV_KIND_BF16) for MT activation rows at X +
  * m * ldx (floats), the pairs' sums in st[0..MT). pf: the prefetch stream, stepped when not NULL. */
 TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_steps(
