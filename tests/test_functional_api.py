@@ -243,10 +243,11 @@ def test_matmul_4bit_one_row_same_bits_with_and_without_grad(dtype):
     torch.testing.assert_close(bias.grad, g.reshape(-1))
 
 
-@pytest.mark.parametrize("rows", [2, 5, 9, 32, 33])
+@pytest.mark.parametrize("rows", [2, 5, 9, 64, 65])
 def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
-    """Up to gemv_max_rows rows, where a backend kernel serves them, take the gemv in one call (the same bits as
-    one-row calls, with or without gradients); more rows, or only the reference to serve them, dequantize + linear."""
+    """Up to gemv_max_rows rows, where a backend kernel serves them, take the gemv in one call (the same bits with
+    or without gradients; one-row calls within bf16 rounding: batched bf16 kernels may sum in another order); more
+    rows, or only the reference to serve them, dequantize + linear."""
     from bnb_api.autograd import _functions as AF
     from bnb_api.core import registry
 
@@ -266,7 +267,7 @@ def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
     assert out.shape == (rows, 40) and out.dtype == torch.bfloat16
     assert ((out.double() - exact).abs() <= scale * 2**-6).all()
     if rows <= AF.gemv_max_rows(A.dtype):
-        assert calls == [] and torch.equal(out, per_row)
+        assert calls == [] and ((out.double() - per_row.double()).abs() <= scale * 2**-7).all()
         Ag, bg = A.clone().requires_grad_(), bias.clone().requires_grad_()
         with_grad = bnb.matmul_4bit(Ag, packed.t(), qs, bias=bg)
         assert torch.equal(with_grad.detach(), out)
