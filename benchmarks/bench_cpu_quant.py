@@ -260,16 +260,18 @@ def bench_small_batch(b: Bench, bnb) -> None:
 
     N, K = 11008, 4096
     W = torch.randn(N, K, dtype=torch.bfloat16)
-    for nested, rows in ((True, (2, 8, 32)), (False, (8,))):
+    cases = ((True, torch.bfloat16, (2, 8, 32)), (False, torch.bfloat16, (8,)), (True, torch.float32, (8,)))
+    for nested, dtype, rows in cases:
         packed, qs = BF.quantize_4bit(W, quant_type="nf4", compress_statistics=nested)
-        layer = _bnb_linear4bit(bnb, W) if nested else None
+        layer = _bnb_linear4bit(bnb, W) if nested and dtype == torch.bfloat16 else None
+        name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
         for M in rows:
-            A = torch.randn(M, K, dtype=torch.bfloat16)
+            A = torch.randn(M, K, dtype=dtype)
             with torch.no_grad():
-                b.add("matmul_4bit", f"{M}x{K}·{N}x{K} nf4 bs64 bf16{' nested' if nested else ''}", {
+                b.add("matmul_4bit", f"{M}x{K}·{N}x{K} nf4 bs64 {name}{' nested' if nested else ''}", {
                     "cpu": lambda A=A, packed=packed, qs=qs: bnb_api.matmul_4bit(A, packed.t(), qs),
                     "dequantize + F.linear": lambda A=A, packed=packed, qs=qs: F.linear(
-                        A, _dequant_4bit(packed, qs, torch.bfloat16)),
+                        A, _dequant_4bit(packed, qs, A.dtype)),
                     "bitsandbytes": None if layer is None else (lambda A=A, layer=layer: layer(A)),
                 }, packed.numel(), weight_bytes=packed.numel(), baselines=("dequantize + F.linear",),
                       note="batched gemv: the weight read once for all rows (warm); GB/s: packed bytes")  # fmt: skip
