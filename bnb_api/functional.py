@@ -474,7 +474,7 @@ def optimizer_update_32bit(
     """In-place optimizer step with float32 states (bitsandbytes' signature; ``unorm_vec`` is unused:
     the update norm is computed inside the op). ``skip_zeros=True`` is not supported and raises."""
     _check_optimizer_name(optimizer_name, skip_zeros)
-    _op.optimizer_step(optimizer_name, p, g, state1, state2, None, None, None, None, lr, beta1, beta2, beta3, alpha,
+    _ops.step_optimizer(optimizer_name, p, g, state1, state2, None, None, None, None, lr, beta1, beta2, beta3, alpha,
                        eps, weight_decay, step, float(gnorm_scale), max_unorm, 256)  # fmt: skip
 
 
@@ -486,7 +486,7 @@ def optimizer_update_8bit_blockwise(
 ) -> None:  # fmt: skip
     """In-place optimizer step with 8-bit blockwise states (blocksize 256; bitsandbytes' signature)."""
     _check_optimizer_name(optimizer_name, skip_zeros)
-    _op.optimizer_step(optimizer_name, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
+    _ops.step_optimizer(optimizer_name, p, g, state1, state2, absmax1, absmax2, qmap1, qmap2, lr, beta1, beta2, beta3,
                        alpha, eps, weight_decay, step, float(gnorm_scale), 0.0, 256)  # fmt: skip
 
 

@@ -531,6 +531,119 @@ def _state_shape(optimizer: str, p: Tensor) -> tuple[int, ...]:
     return (2, *p.shape) if optimizer == "ademamix" else tuple(p.shape)
 
 
+def _check_optimizer_hparams(op: str, optimizer, step, max_unorm) -> None:
+    """The arguments shared by every parameter of a step (checked once per call)."""
+    if optimizer not in OPTIMIZERS:
+        raise BnbValueError(f"{op}: optimizer={optimizer!r} is not supported; expected one of {OPTIMIZERS}")
+    checks.int_arg(op, "step", step)
+    if step < 1:
+        raise BnbValueError(f"{op}: step={step} must be >= 1 (the first step is 1)")
+    if max_unorm < 0:
+        raise BnbValueError(f"{op}: max_unorm={max_unorm} must be >= 0 (0 disables update clipping)")
+
+
+def _check_code_books(op: str, optimizer, eight_bit: bool, qmap1, qmap2) -> None:
+    """8-bit states: the code books (checked once per call)."""
+    if not eight_bit:
+        return
+    for name, qmap, needed in (("1", qmap1, True), ("2", qmap2, optimizer in TWO_STATE_OPTIMIZERS)):
+        if needed:
+            if qmap is None:
+                raise BnbValueError(f"{op}: 8-bit state{name} needs absmax{name} and qmap{name}")
+            checks.code_book(op, f"qmap{name}", qmap, 256)
+
+
+def _param_tensors_fast(optimizer, p, g, state1, state2, absmax1, absmax2, blocksize) -> bool | None:
+    """Whether the states are 8-bit when every tensor of one parameter is well-formed in the common way (no
+    AdEMAMix, plain tensors, one device), else None: a few attribute reads instead of the checks' calls."""
+    if optimizer == "ademamix" or type(blocksize) is not int:
+        return None
+    tensor = torch.Tensor
+    if not (isinstance(p, tensor) and isinstance(g, tensor) and isinstance(state1, tensor)):
+        return None
+    two_state = optimizer in TWO_STATE_OPTIMIZERS
+    if two_state != isinstance(state2, tensor) or (not two_state and state2 is not None):
+        return None
+    device, shape, sdt = p.device, p.shape, state1.dtype
+    if (
+        p.dtype not in checks.FLOAT_DTYPES
+        or g.dtype not in checks.FLOAT_DTYPES
+        or g.shape != shape
+        or state1.shape != shape
+        or sdt not in (torch.uint8, torch.float32)
+        or g.device != device
+        or state1.device != device
+        or not p.is_contiguous()
+        or not state1.is_contiguous()
+    ):
+        return None
+    if two_state and (
+        state2.dtype != sdt or state2.shape != shape or state2.device != device or not state2.is_contiguous()
+    ):
+        return None
+    if sdt == torch.float32:
+        return False if absmax1 is None and absmax2 is None else None
+    if blocksize < checks.MIN_BLOCKSIZE_8BIT or blocksize & (blocksize - 1):
+        return None
+    nb = (-(-p.numel() // blocksize),)
+    for absmax, needed in ((absmax1, True), (absmax2, two_state)):
+        if not needed:
+            if absmax is not None:
+                return None
+        elif not (
+            isinstance(absmax, tensor)
+            and absmax.dtype == torch.float32
+            and absmax.shape == nb
+            and absmax.device == device
+            and absmax.is_contiguous()
+        ):
+            return None
+    return True
+
+
+def _check_param_tensors(op: str, optimizer, p, g, state1, state2, absmax1, absmax2, blocksize) -> bool:
+    """One parameter's tensors: dtypes, shapes, contiguity, device; returns whether its states are 8-bit."""
+    fast = _param_tensors_fast(optimizer, p, g, state1, state2, absmax1, absmax2, blocksize)
+    if fast is not None:
+        return fast
+    checks.dtype_in(op, "p", p, checks.FLOAT_DTYPES)
+    checks.dtype_in(op, "g", g, checks.FLOAT_DTYPES)
+    checks.shape_is(op, "g", g, p.shape, "the gradient matches the parameter")
+    checks.contiguous(op, "p", p)
+    checks.dtype_in(op, "state1", state1, (torch.uint8, torch.float32))
+    checks.same_device(op, "p", p, g=g, state1=state1, state2=state2, absmax1=absmax1, absmax2=absmax2)
+    two_state = optimizer in TWO_STATE_OPTIMIZERS
+    eight_bit = state1.dtype == torch.uint8
+    state_dtype = torch.uint8 if eight_bit else torch.float32
+    checks.shape_is(op, "state1", state1, _state_shape(optimizer, p), f"optimizer={optimizer}")
+    checks.contiguous(op, "state1", state1)
+    if two_state:
+        if state2 is None:
+            raise BnbValueError(f"{op}: optimizer={optimizer} needs state2 (second moment)")
+        checks.dtype_in(op, "state2", state2, (state_dtype,))
+        checks.shape_is(op, "state2", state2, p.shape, f"optimizer={optimizer}")
+        checks.contiguous(op, "state2", state2)
+    elif state2 is not None:
+        raise BnbValueError(f"{op}: optimizer={optimizer} has one state; state2 must be None")
+    if not eight_bit:
+        if absmax1 is not None or absmax2 is not None:
+            raise BnbValueError(f"{op}: absmax1/absmax2 are for 8-bit (uint8) states only")
+        return False
+    nb = checks.n_blocks(p.numel(), checks.blocksize_8bit(op, blocksize))
+    expected = (2, nb) if optimizer == "ademamix" else (nb,)
+    for name, absmax, needed in (("1", absmax1, True), ("2", absmax2, two_state)):
+        if not needed:
+            if absmax is not None:
+                raise BnbValueError(f"{op}: optimizer={optimizer} has one state; absmax2 must be None")
+            continue
+        if absmax is None:
+            raise BnbValueError(f"{op}: 8-bit state{name} needs absmax{name} and qmap{name}")
+        checks.dtype_in(op, f"absmax{name}", absmax, (torch.float32,))
+        checks.shape_is(op, f"absmax{name}", absmax, expected if name == "1" else (nb,), f"blocksize={blocksize}")
+        checks.contiguous(op, f"absmax{name}", absmax)
+    return True
+
+
 def check_optimizer_step(
     optimizer,
     p,
@@ -554,57 +667,13 @@ def check_optimizer_step(
     blocksize,
     op: str = "optimizer_step",
 ) -> None:
-    if optimizer not in OPTIMIZERS:
-        raise BnbValueError(f"{op}: optimizer={optimizer!r} is not supported; expected one of {OPTIMIZERS}")
-    checks.dtype_in(op, "p", p, checks.FLOAT_DTYPES)
-    checks.dtype_in(op, "g", g, checks.FLOAT_DTYPES)
-    checks.shape_is(op, "g", g, p.shape, "the gradient matches the parameter")
-    checks.contiguous(op, "p", p)
-    checks.same_device(
-        op, "p", p, g=g, state1=state1, state2=state2, absmax1=absmax1, absmax2=absmax2, qmap1=qmap1, qmap2=qmap2
-    )
-    checks.int_arg(op, "step", step)
-    if step < 1:
-        raise BnbValueError(f"{op}: step={step} must be >= 1 (the first step is 1)")
-    if max_unorm < 0:
-        raise BnbValueError(f"{op}: max_unorm={max_unorm} must be >= 0 (0 disables update clipping)")
-    two_state = optimizer in TWO_STATE_OPTIMIZERS
-    eight_bit = state1.dtype == torch.uint8
-    shape1 = _state_shape(optimizer, p)
-    state_dtype = torch.uint8 if eight_bit else torch.float32
-    checks.dtype_in(op, "state1", state1, (state_dtype,))
-    checks.shape_is(op, "state1", state1, shape1, f"optimizer={optimizer}")
-    checks.contiguous(op, "state1", state1)
-    if two_state:
-        if state2 is None:
-            raise BnbValueError(f"{op}: optimizer={optimizer} needs state2 (second moment)")
-        checks.dtype_in(op, "state2", state2, (state_dtype,))
-        checks.shape_is(op, "state2", state2, p.shape, f"optimizer={optimizer}")
-        checks.contiguous(op, "state2", state2)
-    elif state2 is not None:
-        raise BnbValueError(f"{op}: optimizer={optimizer} has one state; state2 must be None")
-    if not eight_bit:
-        if absmax1 is not None or absmax2 is not None:
-            raise BnbValueError(f"{op}: absmax1/absmax2 are for 8-bit (uint8) states only")
-        return
-    checks.blocksize_8bit(op, blocksize)
-    nb = checks.n_blocks(p.numel(), blocksize)
-    expected = (2, nb) if optimizer == "ademamix" else (nb,)
-    for name, absmax, qmap, needed in (("1", absmax1, qmap1, True), ("2", absmax2, qmap2, two_state)):
-        if not needed:
-            if absmax is not None:
-                raise BnbValueError(f"{op}: optimizer={optimizer} has one state; absmax2 must be None")
-            continue
-        if absmax is None or qmap is None:
-            raise BnbValueError(f"{op}: 8-bit state{name} needs absmax{name} and qmap{name}")
-        checks.dtype_in(op, f"absmax{name}", absmax, (torch.float32,))
-        checks.shape_is(op, f"absmax{name}", absmax, expected if name == "1" else (nb,), f"blocksize={blocksize}")
-        checks.contiguous(op, f"absmax{name}", absmax)
-        checks.code_book(op, f"qmap{name}", qmap, 256)
+    _check_optimizer_hparams(op, optimizer, step, max_unorm)
+    eight_bit = _check_param_tensors(op, optimizer, p, g, state1, state2, absmax1, absmax2, blocksize)
+    checks.same_device(op, "p", p, qmap1=qmap1, qmap2=qmap2)
+    _check_code_books(op, optimizer, eight_bit, qmap1, qmap2)
 
 
-@torch.library.custom_op("bnb_api::optimizer_step", mutates_args=("p", "state1", "state2", "absmax1", "absmax2"))
-def optimizer_step(
+def optimizer_step_eager(
     optimizer: str,
     p: Tensor,
     g: Tensor,
@@ -661,6 +730,10 @@ def optimizer_step(
     call = dict(zip(_OPT_ARGS, args))
     call["g"] = g.contiguous()
     _call("optimizer_step", p.device, call)
+
+
+_OPT_MUTATED = ("p", "state1", "state2", "absmax1", "absmax2")
+optimizer_step = torch.library.custom_op("bnb_api::optimizer_step", mutates_args=_OPT_MUTATED)(optimizer_step_eager)
 
 
 _OPT_ARGS = (
@@ -772,8 +845,10 @@ def check_optimizer_step_multi(
                 f"{op}: {name} has {len(lst)} tensors, but should have {n if needed else 0} "
                 f"[optimizer={optimizer}, {'8' if eight_bit else '32'}-bit, {n} params]"
             )
+    _check_optimizer_hparams(op, optimizer, step, max_unorm)
+    device = params[0].device if n and isinstance(params[0], Tensor) else None
     for i in range(n):
-        check_optimizer_step(
+        args = (
             optimizer,
             params[i],
             grads[i],
@@ -781,27 +856,23 @@ def check_optimizer_step_multi(
             state2[i] if two_state else None,
             absmax1[i] if eight_bit else None,
             absmax2[i] if eight_bit and two_state else None,
-            qmap1,
-            qmap2,
-            lr,
-            beta1,
-            beta2,
-            beta3,
-            alpha,
-            eps,
-            weight_decay,
-            step,
-            gnorm_scale,
-            max_unorm,
             blocksize,
-            op=f"{op}[param {i}]",
         )
+        param_eight_bit = _param_tensors_fast(*args)
+        if param_eight_bit is None or params[i].device != device:
+            where = f"{op}[param {i}]"
+            param_eight_bit = _check_param_tensors(where, *args)
+            checks.same_device(where, "params[0]", params[0], p=params[i])
+        if param_eight_bit != eight_bit:
+            want = "uint8" if eight_bit else "float32"
+            got = state1[i].dtype
+            raise checks.BnbTypeError(f"{op}[param {i}]: state1.dtype={got}; expected {want} like state1[0]")
+    if n:
+        checks.same_device(op, "params[0]", params[0], qmap1=qmap1, qmap2=qmap2)
+    _check_code_books(op, optimizer, eight_bit, qmap1, qmap2)
 
 
-@torch.library.custom_op(
-    "bnb_api::optimizer_step_multi", mutates_args=("params", "state1", "state2", "absmax1", "absmax2")
-)
-def optimizer_step_multi(
+def optimizer_step_multi_eager(
     optimizer: str,
     params: list[Tensor],
     grads: list[Tensor],
@@ -860,6 +931,11 @@ def optimizer_step_multi(
     _call("optimizer_step_multi", params[0].device, ordered)
 
 
+optimizer_step_multi = torch.library.custom_op(
+    "bnb_api::optimizer_step_multi", mutates_args=("params", *_OPT_MUTATED[1:])
+)(optimizer_step_multi_eager)
+
+
 @optimizer_step_multi.register_fake
 def _(
     optimizer,
@@ -905,3 +981,49 @@ def _(
         max_unorm,
         blocksize,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Eager calls of the in-place optimizer ops
+# --------------------------------------------------------------------------------------------------
+
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
+def _plain_eager(tensors) -> bool:
+    """Whether an in-place op on ``tensors`` may skip the dispatcher: eager mode (not compiling, no dispatch or
+    function mode), plain tensors only (no fake or other subclass), none needing autograd."""
+    if (
+        torch.compiler.is_compiling()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._is_torch_function_mode_enabled()
+    ):
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) not in _PLAIN_TYPES or (grad and t.requires_grad)):
+            return False
+    return True
+
+
+def step_optimizer(*args) -> None:
+    """``torch.ops.bnb_api.optimizer_step(*args)`` (positional, the op's order). In plain eager mode it runs the
+    op's body directly and bumps the versions of the tensors it writes, as the dispatcher would: the Python
+    wrappers torch puts around a mutating custom op cost about 100 us a call, more than a small step."""
+    written = [t for t in (args[1], *args[3:7]) if t is not None]
+    if not _plain_eager((*written, args[2], *args[7:9])):
+        torch.ops.bnb_api.optimizer_step(*args)
+        return
+    optimizer_step_eager(*args)
+    torch.autograd.graph.increment_version(written)
+
+
+def step_optimizer_multi(*args) -> None:
+    """``torch.ops.bnb_api.optimizer_step_multi(*args)`` (positional), run directly in plain eager mode as
+    :func:`step_optimizer` is."""
+    written = [t for lst in (args[1], *args[3:7]) for t in lst]
+    if not _plain_eager((*written, *args[2], *args[7:9])):
+        torch.ops.bnb_api.optimizer_step_multi(*args)
+        return
+    optimizer_step_multi_eager(*args)
+    torch.autograd.graph.increment_version(written)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import bnb_api as bnb
+from bnb_api.core import ops
 from bnb_api.optim import optimizer as optimizer_module
 
 O = bnb.optim
@@ -318,9 +319,9 @@ def test_one_fused_call_per_group_and_no_host_sync(monkeypatch):
     params = [torch.nn.Parameter(rand(64, 80 + i, seed=i)) for i in range(5)]
     opt = O.AdamW8bit(params, lr=1e-3)
     calls = []
-    real_multi = torch.ops.bnb_api.optimizer_step_multi
-    monkeypatch.setattr(torch.ops.bnb_api, "optimizer_step_multi", lambda *a, **k: calls.append(len(a[1])) or
-                        real_multi(*a, **k))  # fmt: skip
+    real_call = ops._call
+    monkeypatch.setattr(ops, "_call", lambda op, device, call: calls.append((op, len(call["params"]))) or
+                        real_call(op, device, call))  # fmt: skip
     for p in params:
         p.grad = torch.randn_like(p)
     opt.step()  # the first step allocates state
@@ -332,7 +333,78 @@ def test_one_fused_call_per_group_and_no_host_sync(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "__float__", refuse)
     monkeypatch.setattr(torch.Tensor, "tolist", refuse)
     opt.step()
-    assert calls == [5, 5]
+    assert calls == [("optimizer_step_multi", 5)] * 2
+
+
+def _adamw8_args(n=1000, seed=0):
+    q1, q2 = bnb.functional.create_dynamic_map(signed=True), bnb.functional.create_dynamic_map(signed=False)
+    nb = -(-n // 256)
+    return [rand(n, seed=seed), rand(n, seed=seed + 1, scale=0.01), torch.zeros(n, dtype=torch.uint8),
+            torch.zeros(n, dtype=torch.uint8), torch.zeros(nb), torch.zeros(nb), q1, q2]  # fmt: skip
+
+
+def _functional_adamw8(p, g, s1, s2, a1, a2, q1, q2, step=1):
+    bnb.functional.optimizer_update_8bit_blockwise("adamw", g, p, s1, s2, 0.9, 0.999, 0.0, 0.0, 1e-8, step, 1e-2, q1,
+                                                   q2, a1, a2, weight_decay=0.01)  # fmt: skip
+
+
+def test_eager_calls_skip_the_dispatcher_with_the_same_result_and_versions(monkeypatch):
+    direct = []
+    real = ops.optimizer_step_eager
+    monkeypatch.setattr(ops, "optimizer_step_eager", lambda *a: direct.append(a[0]) or real(*a))
+    fast, via_op = _adamw8_args(), _adamw8_args()
+    versions = [t._version for t in fast[:6]]
+    for step in (1, 2):
+        _functional_adamw8(*fast, step=step)
+        p, g, s1, s2, a1, a2, q1, q2 = via_op
+        torch.ops.bnb_api.optimizer_step("adamw", p, g, s1, s2, a1, a2, q1, q2, 1e-2, 0.9, 0.999, 0.0, 0.0, 1e-8,
+                                         0.01, step, 1.0, 0.0, 256)  # fmt: skip
+    assert direct == ["adamw", "adamw"]
+    for a, b in zip(fast, via_op):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    bumped = [t._version - v for t, v in zip(fast, versions)]
+    assert bumped[1] == 0 and all(b >= 2 for i, b in enumerate(bumped) if i != 1)  # g is read, not written
+
+
+def test_modes_fakes_and_autograd_still_see_the_op(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    direct = []
+    real = ops.optimizer_step_eager
+    monkeypatch.setattr(ops, "optimizer_step_eager", lambda *a: direct.append(a[0]) or real(*a))
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Log() as log:
+        _functional_adamw8(*_adamw8_args())
+        params = [torch.nn.Parameter(rand(300, seed=i)) for i in range(2)]
+        opt = O.AdamW8bit(params, lr=1e-3, min_8bit_size=0)
+        for p in params:
+            p.grad = rand(300, seed=9)
+        opt.step()
+    assert "bnb_api.optimizer_step.default" in log.ops and "bnb_api.optimizer_step_multi.default" in log.ops
+    real_args, mode = _adamw8_args(), FakeTensorMode()
+    with mode:
+        _functional_adamw8(*[mode.from_tensor(t) for t in real_args])  # the fake kernel: shapes only
+    args, plain = _adamw8_args(), _adamw8_args()
+    args[0].requires_grad_(True)
+    _functional_adamw8(*args)  # autograd on: through the op
+    assert direct == []
+    with torch.no_grad():
+        _functional_adamw8(*args, step=2)
+    _functional_adamw8(*plain)
+    _functional_adamw8(*plain, step=2)
+    assert direct == ["adamw"] * 3  # the no-grad call and the two plain ones ran directly
+    for a, b in zip(args, plain):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
 
 
 def test_percentile_clipping_scales_the_gradient():

@@ -17,6 +17,8 @@ the portable ``generic`` path as the oracle of the SIMD paths).
 
 from __future__ import annotations
 
+import array
+
 import torch
 
 from bnb_api.backends.cpu.native import NativeFamily
@@ -72,7 +74,8 @@ def _n_blocks(n: int, blocksize: int) -> int:
 
 def _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1, qmap2, step, max_unorm,
                  blocksize) -> tuple[torch.dtype, bool]:  # fmt: skip
-    """Checks one group; returns (parameter dtype, eight_bit)."""
+    """Checks a group's shared arguments (optimizer, step, list lengths, dtype, blocksize, code books); returns
+    (parameter dtype, eight_bit). :func:`_gather` checks each parameter's tensors."""
     if optimizer not in OPTIMIZERS:
         _fail(op, f"optimizer={optimizer!r} is not supported; expected one of {OPTIMIZERS}")
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
@@ -92,7 +95,6 @@ def _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2,
     dtype = params[0].dtype if isinstance(params[0], torch.Tensor) else None
     if dtype not in _DTYPE_IDS:
         _fail(op, f"params[0].dtype={dtype}; expected one of {tuple(_DTYPE_IDS)}", type_error=True)
-    state_dtype = torch.uint8 if eight_bit else torch.float32
     if eight_bit:
         if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 64 or blocksize & blocksize - 1:
             _fail(op, f"blocksize={blocksize!r} is not supported; expected a power of two >= 64")
@@ -101,20 +103,73 @@ def _check_group(op, optimizer, params, grads, state1, state2, absmax1, absmax2,
                 if q is None:
                     _fail(op, f"8-bit states need {name} (a float32 code book of 256 entries)")
                 _check_tensor(op, name, q, torch.float32, 256)
-    for i in range(n):
-        p = params[i]
-        _check_tensor(op, f"params[{i}]", p, dtype, p.numel() if isinstance(p, torch.Tensor) else -1)
-        m = p.numel()
-        _check_tensor(op, f"grads[{i}]", grads[i], dtype, m)
-        _check_tensor(op, f"state1[{i}]", state1[i], state_dtype, 2 * m if optimizer == "ademamix" else m)
-        if two:
-            _check_tensor(op, f"state2[{i}]", state2[i], state_dtype, m)
-        if eight_bit:
-            nb = _n_blocks(m, blocksize)
-            _check_tensor(op, f"absmax1[{i}]", absmax1[i], torch.float32, 2 * nb if optimizer == "ademamix" else nb)
-            if two:
-                _check_tensor(op, f"absmax2[{i}]", absmax2[i], torch.float32, nb)
     return dtype, eight_bit
+
+
+def _ok(t, dtype: torch.dtype, numel: int) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_cpu and t.dtype == dtype and t.numel() == numel and t.is_contiguous()
+
+
+def _gather(op, optimizer, params, grads, state1, state2, absmax1, absmax2, dtype, eight_bit, blocksize) -> list[int]:
+    """Checks every parameter's tensors (cpu, dtype, contiguous, element count) and returns the fields of its
+    ``bnbo_tensor`` (p, g, state1, state2, absmax1, absmax2 addresses, then n, n_state1, n_state2, n_absmax1,
+    n_absmax2), parameter after parameter; a bad tensor raises naming it."""
+    two = optimizer in TWO_STATE_OPTIMIZERS
+    k = 2 if optimizer == "ademamix" else 1
+    state_dtype = torch.uint8 if eight_bit else torch.float32
+    f32 = torch.float32
+    rows: list[int] = []
+    for i in range(len(params)):
+        p, g, s1 = params[i], grads[i], state1[i]
+        m = p.numel() if isinstance(p, torch.Tensor) else -1
+        s2 = state2[i] if two else None
+        nb = _n_blocks(m, blocksize) if eight_bit else 0
+        a1 = absmax1[i] if eight_bit else None
+        a2 = absmax2[i] if eight_bit and two else None
+        want = [("params", p, dtype, m), ("grads", g, dtype, m), ("state1", s1, state_dtype, k * m)]
+        if two:
+            want.append(("state2", s2, state_dtype, m))
+        if eight_bit:
+            want.append(("absmax1", a1, f32, k * nb))
+            if two:
+                want.append(("absmax2", a2, f32, nb))
+        for name, t, dt, numel in want:
+            if not _ok(t, dt, numel):
+                _check_tensor(op, f"{name}[{i}]", t, dt, numel)
+        rows += (p.data_ptr(), g.data_ptr(), s1.data_ptr(), s2.data_ptr() if two else 0,
+                 a1.data_ptr() if eight_bit else 0, a2.data_ptr() if eight_bit and two else 0,
+                 m, k * m, m if two else 0, k * nb if eight_bit else 0, nb if eight_bit and two else 0)  # fmt: skip
+    return rows
+
+
+_FIELDS = ("p", "g", "state1", "state2", "absmax1", "absmax2", "n", "n_state1", "n_state2", "n_absmax1", "n_absmax2")
+
+
+def _tensor_array(ffi, rows: list[int], n: int):
+    """A ``bnbo_tensor[n]`` holding ``rows`` (11 fields per parameter, as :func:`_gather` lists them)."""
+    arr = ffi.new("bnbo_tensor[]", n)
+    packed = array.array("Q", rows)
+    if _flat_layout(ffi):
+        ffi.memmove(arr, packed, 8 * len(rows))
+        return arr
+    for i in range(n):
+        t, row = arr[i], rows[11 * i : 11 * i + 11]
+        for j, name in enumerate(_FIELDS):
+            setattr(t, name, ffi.cast("void *", row[j]) if j < 6 else row[j])
+    return arr
+
+
+def _flat_layout(ffi) -> bool:
+    """Whether ``bnbo_tensor`` is 11 consecutive 8-byte fields in _FIELDS order (LP64), so rows copy in."""
+    if _LAYOUT:
+        return _LAYOUT[0]
+    flat = ffi.sizeof("bnbo_tensor") == 88 and ffi.sizeof("void *") == 8
+    flat = flat and all(ffi.offsetof("bnbo_tensor", name) == 8 * j for j, name in enumerate(_FIELDS))
+    _LAYOUT.append(flat)
+    return flat
+
+
+_LAYOUT: list[bool] = []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,23 +192,8 @@ def _step(op, optimizer, params, grads, state1, state2, absmax1, absmax2, qmap1,
     h.lr, h.beta1, h.beta2, h.beta3, h.alpha = float(lr), float(beta1), float(beta2), float(beta3), float(alpha)
     h.eps, h.weight_decay, h.gnorm_scale = float(eps), float(weight_decay), float(gnorm_scale)
     h.max_unorm = float(max_unorm)
-    arr = ffi.new("bnbo_tensor[]", len(params))
-    for i, p in enumerate(params):
-        t = arr[i]
-        t.p = ffi.cast("void *", p.data_ptr())
-        t.g = ffi.cast("void *", grads[i].data_ptr())
-        t.state1 = ffi.cast("void *", state1[i].data_ptr())
-        t.n = p.numel()
-        t.n_state1 = state1[i].numel()
-        if two:
-            t.state2 = ffi.cast("void *", state2[i].data_ptr())
-            t.n_state2 = state2[i].numel()
-        if eight_bit:
-            t.absmax1 = ffi.cast("float *", absmax1[i].data_ptr())
-            t.n_absmax1 = absmax1[i].numel()
-            if two:
-                t.absmax2 = ffi.cast("float *", absmax2[i].data_ptr())
-                t.n_absmax2 = absmax2[i].numel()
+    rows = _gather(op, optimizer, params, grads, state1, state2, absmax1, absmax2, dtype, eight_bit, blocksize)
+    arr = _tensor_array(ffi, rows, len(params))
     q1 = ffi.cast("float *", qmap1.data_ptr()) if eight_bit else null
     q2 = ffi.cast("float *", qmap2.data_ptr()) if eight_bit and two else null
     rc = lib.bnbo_step(
@@ -214,7 +254,7 @@ def _supports_group(params, grads, qmap1, qmap2) -> bool | str:
         # the kernels read g in the parameter's dtype; mixed dtypes fall back to the reference
         if p.dtype != dtype or g.dtype != dtype:
             return f"params[{i}]/grads[{i}] dtypes {p.dtype}/{g.dtype} differ from {dtype} (mixed dtypes)"
-        if p.device.type != "cpu":
+        if not p.is_cpu:
             return f"params[{i}] is on {p.device}"
     for name, q in (("qmap1", qmap1), ("qmap2", qmap2)):
         if q is not None and not q.is_contiguous():

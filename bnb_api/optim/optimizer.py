@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from bnb_api import functional as F
+from bnb_api.core import ops as _ops
 from bnb_api.core.errors import BnbValueError
 
 BLOCKSIZE = 256
@@ -181,6 +182,14 @@ class Optimizer8bit(torch.optim.Optimizer):
                         self.mng.pid2config[id(p)] = config
                         self.mng.index2config[(gindex, pindex)] = config
 
+    def _has_override(self, gindex: int, pindex: int, p: Tensor) -> bool:
+        """Whether ``p`` may differ from its group's config (manager overrides, or a subclass's get_config)."""
+        return (
+            (gindex, pindex) in self.mng.index2config
+            or id(p) in self.mng.pid2config
+            or type(self).get_config is not Optimizer8bit.get_config
+        )
+
     def get_config(self, gindex: int, pindex: int, group: dict[str, Any]) -> dict[str, Any]:
         """Hyper-parameters of one parameter: its group's, then the manager's overrides."""
         config = {
@@ -250,6 +259,7 @@ class Optimizer8bit(torch.optim.Optimizer):
         for gindex, group in enumerate(self.param_groups):
             buckets: dict[tuple, list[Tensor]] = {}
             configs: dict[tuple, dict[str, Any]] = {}
+            group_config = None  # (config, key) of the group's parameters without overrides, built once
             for pindex, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
@@ -261,13 +271,15 @@ class Optimizer8bit(torch.optim.Optimizer):
                 if not p.is_contiguous():
                     p.data = p.data.contiguous()
                 state["step"] += 1
-                config = self.get_config(gindex, pindex, group)
-                key = (
-                    state["state1"].dtype,
-                    state["step"],
-                    p.device,
-                    tuple(sorted((k, _hashable(v)) for k, v in config.items())),
-                )
+                if self._has_override(gindex, pindex, p):
+                    config = self.get_config(gindex, pindex, group)
+                    config_key = _config_key(config)
+                else:
+                    if group_config is None:
+                        config = self.get_config(gindex, pindex, group)
+                        group_config = (config, _config_key(config))
+                    config, config_key = group_config
+                key = (state["state1"].dtype, state["step"], p.device, config_key)
                 buckets.setdefault(key, []).append(p)
                 configs[key] = config
             for key, params in buckets.items():
@@ -290,16 +302,21 @@ class Optimizer8bit(torch.optim.Optimizer):
         grads = [p.grad for p in params]
         pclip = config["percentile_clipping"]
         if pclip >= 100:
-            torch.ops.bnb_api.optimizer_step_multi(
+            _ops.step_optimizer_multi(
                 self.optimizer_name, params, grads, s1, s2, a1, a2, q1, q2, *hp, step, 1.0, max_unorm, BLOCKSIZE
             )
             return
         for i, p in enumerate(params):  # per-parameter gradient scale: one host read each
             _, _, scale = F.percentile_clipping(grads[i], states[i]["gnorm_vec"], step, pclip)
-            torch.ops.bnb_api.optimizer_step(
+            _ops.step_optimizer(
                 self.optimizer_name, p, grads[i], s1[i], s2[i] if two else None, a1[i] if eight_bit else None,
                 a2[i] if eight_bit and two else None, q1, q2, *hp, step, float(scale), max_unorm, BLOCKSIZE,
             )  # fmt: skip
+
+
+def _config_key(config: dict[str, Any]) -> tuple:
+    """A hashable key of a parameter's hyper-parameters: parameters with equal keys step in one call."""
+    return tuple(sorted((k, _hashable(v)) for k, v in config.items()))
 
 
 def _hashable(value: Any) -> Any:
