@@ -567,9 +567,12 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     const int p4 = bf16dot && (absmax_q || M > 1) && K % 128 == 0 && blocksize >= 64;
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
     const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
+    /* per thread too, the row-lanes kernel's transposed scales of 16 rows (quant_gemv_batched.c) */
+    const int64_t lanes_scales = multi && p4 && GEMV_ROW_LANES ? 16 * (K / blocksize) : 0;
     const int64_t acts = M * ((K + 15) / 16 * 16 + 16), head = acts + (M * N + 15) / 16 * 16;
     const int64_t widened = p8 && dtype != BNBQ_F32 ? K : 0;
-    float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * rowbuf + widened));
+    const int64_t per_thread = rowbuf + lanes_scales;
+    float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * per_thread + widened));
     if (!buf) return BNBQ_ENOMEM;
     const int64_t lda = acts / M; /* floats between laid-out rows of A: one cache line more than K, so the rows of
                                    * a chunk do not all fall in the same L1 sets */
@@ -588,8 +591,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
 #endif
     const int64_t esz = bnbq_dtype_size(dtype);
     for (int64_t m = 0; m < M; m++)
-        gemv_layout((const char *)A + m * K * esz, dtype, K, fast, bf16dot, p4, p8, rowbufs + (int64_t)team * rowbuf,
-                    buf + m * lda);
+        gemv_layout((const char *)A + m * K * esz, dtype, K, fast, bf16dot, p4, p8,
+                    rowbufs + (int64_t)team * per_thread, buf + m * lda);
     /* a few long runs of contiguous rows per thread (the weight streams from DRAM best in long runs), handed
      * out dynamically: a thread that loses its core to another process does not hold back half of the rows */
     int64_t chunk_rows = (N + (int64_t)team * GEMV_CHUNKS_PER_THREAD - 1) / ((int64_t)team * GEMV_CHUNKS_PER_THREAD);
@@ -600,7 +603,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     for (int64_t c = 0; c < chunks; c++) {
         const int64_t r_begin = c * chunk_rows, r_end = bnbq_min64(N, r_begin + chunk_rows);
 #ifdef _OPENMP
-        float *rb = rowbufs + (int64_t)omp_get_thread_num() * rowbuf;
+        float *rb = rowbufs + (int64_t)omp_get_thread_num() * per_thread;
 #else
         float *rb = rowbufs;
 #endif
@@ -611,7 +614,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
             const uint16_t *lanes = kind == GEMV_KIND_P4 && GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)
                                         ? (const uint16_t *)A : NULL;
             bnbq_gemv_range_batched(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb,
-                                    y);
+                                    lanes ? rb + rowbuf : NULL, y);
             continue;
         }
 #endif

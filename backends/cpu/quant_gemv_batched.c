@@ -215,7 +215,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
  * up into the bf16 pair of its row's lane (vpermb, vpsrlvw, vpermw), and multiplied with the broadcast bf16 pair of
  * each of MT activation rows (A: plain bf16 rows, lda words apart): one vdpbf16ps per pair of weights, row and
  * activation row, each activation row summing into its own register of 16 outputs (no horizontal sums). Block
- * sums are scaled by the 16 rows' scales (sc0 + i * sc_stride: row i's), gathered once per block. */
+ * sums are scaled by the 16 rows' scales of the block, one load from the transposed scales scT (16 per block). */
 #define TGT_AVX512BF16_VBMI \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi,avx2,fma,f16c")))
 
@@ -245,7 +245,7 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_trans
 
 TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16(
     const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const uint16_t *A, int64_t lda,
-    const float *sc0, int64_t sc_stride, __m512i table32, gemv_pf *pf, float *y, int64_t ldy) {
+    const float *scT, __m512i table32, gemv_pf *pf, float *y, int64_t ldy) {
     const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8;
     /* NACC accumulators per activation row (pairs p of a dword take accumulator p % NACC): at least 16
      * independent vdpbf16ps chains (latency about 6 cycles, 2 per cycle; one chain per row ran at 0.85 per cycle) */
@@ -265,8 +265,6 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
     }
     const __mmask64 low_bytes = 0x5555555555555555ULL;
     const __m512i shiftv = _mm512_set1_epi32(4); /* words 2n: the high nibble (weight 2b), words 2n+1: the low */
-    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32((int)sc_stride));
     int64_t block = 0, dw_in_block = 0;
     for (int64_t s = 0; s < steps; s++) {
         if (pf) gemv_pf_step(pf, 16);
@@ -288,7 +286,7 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
                 }
             }
             if (++dw_in_block == dwords_per_block) {
-                const __m512 scale = _mm512_i32gather_ps(vidx, sc0 + block, 4);
+                const __m512 scale = _mm512_load_ps(scT + 16 * block);
                 _Pragma("GCC unroll 8")
                 for (int m = 0; m < MT; m++) {
                     __m512 sum = blk[0][m];
@@ -310,11 +308,11 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
 /* gemv_lanes16 for mt (1..8) activation rows of K words each at A. */
 __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt, const uint8_t *B, int64_t n0,
                                                                           int64_t K, int64_t bs, const uint16_t *A,
-                                                                          const float *sc0, int64_t sc_stride,
+                                                                          const float *scT,
                                                                           const uint16_t *table16, gemv_pf *pf,
                                                                           float *y, int64_t ldy) {
     const __m512i table32 = _mm512_loadu_si512((const void *)table16);
-#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, sc0, sc_stride, table32, pf, y, ldy)
+#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, scT, table32, pf, y, ldy)
     switch (mt) {
     case 1: GEMV_LANES(1); break;
     case 2: GEMV_LANES(2); break;
@@ -328,6 +326,18 @@ __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt
 #undef GEMV_LANES
 }
 
+/* scT[16 b + i] = sc[i][b]: the block scales of 16 weight rows, block by block (nbr blocks; scT 64-byte aligned). */
+TGT_AVX512BF16_VBMI static void gemv_scales_t16(const float *const sc[16], int64_t nbr, float *scT) {
+    for (int64_t b0 = 0; b0 < nbr; b0 += 16) {
+        const int cnt = (int)bnbq_min64(16, nbr - b0);
+        const __mmask16 m = (__mmask16)((1u << cnt) - 1u);
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, sc[i] + b0));
+        gemv_transpose16(r); /* r[j]: block b0 + j of the 16 rows */
+        for (int j = 0; j < cnt; j++) _mm512_store_si512((void *)(scT + 16 * (b0 + j)), r[j]);
+    }
+}
+
 /* Weight rows [r_begin, r_end) against the M laid-out activation rows at X (row m at X + m * ldx floats):
  * y[m * N + r]. Groups of GEMV_MULTI_GROUP weight rows (their scales decoded together) go over each chunk of
  * GEMV_MT activation rows; the weight is read from memory in the first pass (m0 = 0), which steps the prefetch
@@ -335,7 +345,7 @@ __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt
 TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
                                             int64_t M, int64_t N, int64_t K, int64_t bs, const float *X, int64_t ldx,
                                             const float *code, const uint16_t *table16_src, const absmax_src *am,
-                                            const uint16_t *A_bf16, float *rowbuf, float *y) {
+                                            const uint16_t *A_bf16, float *rowbuf, float *scT, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const __m512i table16 = _mm512_loadu_si512((const void *)table16_src);
     const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
@@ -348,12 +358,14 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
         const float *sc[GEMV_MULTI_GROUP];
         gemv_prefetch_scales(am, r0 + GEMV_MULTI_GROUP, GEMV_MULTI_GROUP, nbr);
         bnbq_gemv_row_scales(am, r0, g, nbr, rowbuf, sc);
+        const int lanes = A_bf16 && g == 16 && M >= GEMV_LANES_MIN_ROWS;
+        if (lanes) gemv_scales_t16(sc, nbr, scT);
         for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT) {
             const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
             const float *Xm = X + m0 * ldx;
             gemv_pf *p = m0 == 0 ? &pf : NULL;
-            if (A_bf16 && g == 16 && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
-                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, sc[0], nbr, table16_src, p, y + m0 * N, N);
+            if (lanes && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
+                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, scT, table16_src, p, y + m0 * N, N);
                 continue;
             }
             for (int rr = 0; rr < g; rr++)
