@@ -183,12 +183,12 @@ def _dequant_4bit(B: Tensor, quant_state: F.QuantState, dtype: torch.dtype) -> T
     return _op.dequantize_4bit(B, absmax, quant_state.blocksize, quant_state.quant_type, list(quant_state.shape), dtype)
 
 
-GEMV_MAX_ROWS: dict[torch.dtype, int] = {torch.bfloat16: 64, torch.float16: 128, torch.float32: 128}
+GEMV_MAX_ROWS: dict[torch.dtype, int] = {torch.bfloat16: 80, torch.float16: 128, torch.float32: 128}
 """Up to this many rows of ``A`` (per ``A.dtype``; 16 for others) go through ``gemv_4bit`` when a backend kernel
 serves them: the weight is read and decoded once for all rows, while dequantize + matmul writes and reads the whole
-weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear: bf16 11008 x 4096 32 rows 5.7 / 8.9 ms,
-64 rows 10.6 / 11.8 ms, 96 rows 15.7 / 14.5 (4096 x 4096 and 4096 x 11008 alike); float32 at 128 rows 22 / 31 ms,
-float16 20 / 70 ms (no float16 matmul kernel on these CPUs)."""
+weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear, bf16 11008 x 4096: 48 rows 7.0 / 9.6 ms,
+64 rows 9.4 / 10.8, 80 rows 11.8 / 12.4, 96 rows 14.3 / 13.7 (4096 x 4096 and 4096 x 11008 alike: the gemv ahead
+to 88-96 rows); float32 at 128 rows 22 / 31 ms, float16 20 / 70 ms (no float16 matmul kernel on these CPUs)."""
 
 
 def gemv_max_rows(dtype: torch.dtype) -> int:
