@@ -987,31 +987,13 @@ def _(
 # Eager calls of the in-place optimizer ops
 # --------------------------------------------------------------------------------------------------
 
-_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
-
-
-def _plain_eager(tensors) -> bool:
-    """Whether an in-place op on ``tensors`` may skip the dispatcher: eager mode (not compiling, no dispatch or
-    function mode), plain tensors only (no fake or other subclass), none needing autograd."""
-    if (
-        torch.compiler.is_compiling()
-        or torch._C._len_torch_dispatch_stack()
-        or torch._C._is_torch_function_mode_enabled()
-    ):
-        return False
-    grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (type(t) not in _PLAIN_TYPES or (grad and t.requires_grad)):
-            return False
-    return True
-
 
 def step_optimizer(*args) -> None:
-    """``torch.ops.bnb_api.optimizer_step(*args)`` (positional, the op's order). In plain eager mode it runs the
-    op's body directly and bumps the versions of the tensors it writes, as the dispatcher would: the Python
-    wrappers torch puts around a mutating custom op cost about 100 us a call, more than a small step."""
+    """``torch.ops.bnb_api.optimizer_step(*args)`` (positional, the op's order). Where :func:`eager_ok` allows it
+    runs the op's body directly and bumps the versions of the tensors it writes, as the dispatcher would: the
+    Python wrappers torch puts around a mutating custom op cost about 100 us a call, more than a small step."""
     written = [t for t in (args[1], *args[3:7]) if t is not None]
-    if not _plain_eager((*written, args[2], *args[7:9])):
+    if not eager_ok(*written, args[2], *args[7:9]):
         torch.ops.bnb_api.optimizer_step(*args)
         return
     optimizer_step_eager(*args)
@@ -1022,7 +1004,7 @@ def step_optimizer_multi(*args) -> None:
     """``torch.ops.bnb_api.optimizer_step_multi(*args)`` (positional), run directly in plain eager mode as
     :func:`step_optimizer` is."""
     written = [t for lst in (args[1], *args[3:7]) for t in lst]
-    if not _plain_eager((*written, *args[2], *args[7:9])):
+    if not eager_ok(*written, *args[2], *args[7:9]):
         torch.ops.bnb_api.optimizer_step_multi(*args)
         return
     optimizer_step_multi_eager(*args)
