@@ -179,7 +179,7 @@ typedef struct {
 
 #define BNBO_CHUNK 16384
 #define BNBO_LUT_MIN_WORK 32768
-#define BNBO_TILE 1024 /* 8-bit: blocks are dequantized and requantized this many elements at a time */
+#define BNBO_TILE 512 /* 8-bit: blocks are dequantized and requantized this many elements at a time */
 
 int bnbo_nearest_codes(const float *qmap, int64_t n_qmap, const float *x, uint8_t *codes, int64_t n) {
     if (!qmap || n_qmap != BNBO_QMAP_SIZE || n < 0 || (n > 0 && (!x || !codes))) return BNBO_EINVAL;

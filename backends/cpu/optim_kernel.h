@@ -19,7 +19,7 @@
  */
 #include <float.h>
 
-#define BNBO_PREFETCH_AHEAD 1024 /* elements between the tile being stepped and the one being prefetched */
+#define BNBO_PREFETCH_AHEAD 512 /* elements between the one being stepped and the one being prefetched: one 8-bit tile */
 
 /* Formula families: optimizers sharing an update direction (weight decay style comes from job->k). */
 #define BNBO_FAM_ADAM 0 /* adam, adamw, lamb */
