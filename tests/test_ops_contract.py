@@ -285,11 +285,10 @@ def test_non_contiguous_and_3d_inputs_match_contiguous():
     assert back.shape == A.shape and (back - A.float()).abs().max() <= absmax.max() / 6 + 1e-6
 
 
-def test_gemv_eager_path_is_taken_only_where_it_is_invisible():
+def test_gemv_eager_path_is_taken_only_where_it_is_invisible(dispatch_log):
     """F.gemv_4bit calls the op body directly in plain eager mode (same kernel, same result) and goes through
     torch.ops.bnb_api.gemv_4bit under dispatch modes, fake tensors, torch.compile and autograd."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     import bnb_api.functional as F
     from bnb_api.core import ops
@@ -304,16 +303,7 @@ def test_gemv_eager_path_is_taken_only_where_it_is_invisible():
                                              state.state2.blocksize)  # fmt: skip
     assert torch.equal(eager, dispatched)
 
-    class Log(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with Log() as log:
+    with dispatch_log() as log:
         assert not ops.eager_ok(x, packed)
         F.gemv_4bit(x, packed, state=state)
     assert any("bnb_api.gemv_4bit" in name for name in log.ops)

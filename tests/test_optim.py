@@ -366,24 +366,14 @@ def test_eager_calls_skip_the_dispatcher_with_the_same_result_and_versions(monke
     assert bumped[1] == 0 and all(b >= 2 for i, b in enumerate(bumped) if i != 1)  # g is read, not written
 
 
-def test_modes_fakes_and_autograd_still_see_the_op(monkeypatch):
+def test_modes_fakes_and_autograd_still_see_the_op(monkeypatch, dispatch_log):
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     direct = []
     real = ops.optimizer_step_eager
     monkeypatch.setattr(ops, "optimizer_step_eager", lambda *a: direct.append(a[0]) or real(*a))
 
-    class Log(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    with Log() as log:
+    with dispatch_log() as log:
         _functional_adamw8(*_adamw8_args())
         params = [torch.nn.Parameter(rand(300, seed=i)) for i in range(2)]
         opt = O.AdamW8bit(params, lr=1e-3, min_8bit_size=0)
