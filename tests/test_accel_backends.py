@@ -319,16 +319,6 @@ def test_reference_path_below_the_chunk_limit_is_the_reference():
 # --------------------------------------------------------------------------------------------------
 
 
-class _OpLog(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops: list[str] = []
-
-    def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def _with_outliers(rows: int, K: int, dtype: torch.dtype) -> torch.Tensor:
     A = torch.randn(rows, K)
     A[:, torch.tensor([3, K // 2, K - 1])] *= 40  # outlier columns
@@ -350,12 +340,12 @@ def test_gaudi_vectorwise_quant_matches_reference(dtype, threshold):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_gaudi_mm_outlier_matches_reference_without_dynamic_shapes(dtype, threshold):
+def test_gaudi_mm_outlier_matches_reference_without_dynamic_shapes(dtype, threshold, dispatch_log):
     A = _with_outliers(29, 131, dtype)
     W = torch.randn(53, 131)
     CB, SCB, _ = REF["int8_vectorwise_quant"](W, 0.0)
     bias = torch.randn(53).to(dtype)
-    with _OpLog() as log:
+    with dispatch_log() as log:
         out = static_shapes.int8_mm_outlier(A, CB, SCB, threshold, bias)
     assert not [op for op in log.ops if "nonzero" in op or "index" in op], log.ops
     ref = REF["int8_mm_outlier"](A, CB, SCB, threshold, bias)
