@@ -209,6 +209,27 @@ def _assert_identical(a_cases, b_cases, what):
 
 
 @pytest.mark.parametrize("eight_bit", [False, True], ids=["32bit", "8bit"])
+def test_struct_fill_fallback_gives_the_same_step(eight_bit, monkeypatch):
+    """The field-by-field fill of the parameter structs (ABIs where they are not 11 packed 8-byte fields)
+    hands C the same tensors as the one-copy fill."""
+    hp = hparams("ademamix", 2, 0.01)
+    cases = _group("ademamix", torch.float32, eight_bit)
+    packed, fields = [clone(c) for c in cases], [clone(c) for c in cases]
+    _step_multi(packed, "ademamix", hp)
+    monkeypatch.setattr(kernels_optim, "_LAYOUT", [False])
+    _step_multi(fields, "ademamix", hp)
+    _assert_identical(packed, fields, "field-by-field fill vs one copy")
+
+
+def test_multi_group_on_two_devices_names_the_parameter():
+    cpu, meta = make_case("adamw", 100, torch.float32, True), make_case("adamw", 100, torch.float32, True)
+    meta = [t.to("meta") for t in meta]
+    lists = [[cpu[k], meta[k]] for k in range(6)]
+    with pytest.raises(ValueError, match=r"optimizer_step_multi\[param 1\]: p is on meta but params\[0\] is on cpu"):
+        torch.ops.bnb_api.optimizer_step_multi("adamw", *lists, cpu[6], cpu[7], **hparams("adamw", 1))
+
+
+@pytest.mark.parametrize("eight_bit", [False, True], ids=["32bit", "8bit"])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_multi_equals_per_tensor(optimizer, eight_bit):
     hp = hparams(optimizer, 2, 0.01)
