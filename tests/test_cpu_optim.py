@@ -9,6 +9,8 @@ off-by-one code never compounds over steps.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -227,6 +229,22 @@ def test_multi_group_on_two_devices_names_the_parameter():
     lists = [[cpu[k], meta[k]] for k in range(6)]
     with pytest.raises(ValueError, match=r"optimizer_step_multi\[param 1\]: p is on meta but params\[0\] is on cpu"):
         torch.ops.bnb_api.optimizer_step_multi("adamw", *lists, cpu[6], cpu[7], **hparams("adamw", 1))
+
+
+@pytest.mark.parametrize("first_eight_bit", [True, False])
+def test_multi_group_of_mixed_state_widths_names_the_parameter(first_eight_bit):
+    """A group whose second parameter has the other state width: its absmax is present (or missing) against
+    its states, and the check names it."""
+    a, b = make_case("adamw", 300, torch.float32, first_eight_bit), make_case("adamw", 300, torch.float32, True)
+    if first_eight_bit:
+        b = make_case("adamw", 300, torch.float32, False)
+        absmax1, absmax2, words = [a[4], a[4].clone()], [a[5], a[5].clone()], "are for 8-bit (uint8) states only"
+    else:
+        absmax1, absmax2, words = [], [], "8-bit state1 needs absmax1"
+    lists = [[a[k], b[k]] for k in range(4)]
+    with pytest.raises(ValueError, match=r"optimizer_step_multi\[param 1\]: .*" + re.escape(words)):
+        torch.ops.bnb_api.optimizer_step_multi("adamw", *lists, absmax1, absmax2, a[6] if first_eight_bit else None,
+                                               a[7] if first_eight_bit else None, **hparams("adamw", 1))  # fmt: skip
 
 
 @pytest.mark.parametrize("eight_bit", [False, True], ids=["32bit", "8bit"])
