@@ -288,11 +288,15 @@ def test_gemv_4bit_nested_scales_decoded_per_row(isa, dtype, nested_blocksize):
 
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("M,N,K,bs", [(5, 256, 256, 64), (8, 160, 384, 128), (11, 272, 512, 256), (17, 96, 1024, 64),
-                                      (8, 37, 256, 64), (6, 1000, 128, 64)])  # fmt: skip
+                                      (8, 37, 256, 64), (6, 1000, 128, 64), (13, 300, 512, 64), (21, 200, 1024, 256),
+                                      (17, 160, 2048, 1024), (40, 512, 640, 128), (24, 136, 12544, 64)])  # fmt: skip
 def test_gemv_4bit_bf16_row_lanes(isa, nested, M, N, K, bs):
     """bf16 with 5 or more rows of A: groups of 16 weight rows go through the row-lanes kernel (the 16 rows in the
-    float lanes, their bytes transposed, A broadcast in pairs) and the rest through the other batched kernels; every
-    output within the one-row tolerance of float64 math and of a one-row call on its row (another order of sums)."""
+    float lanes, their bytes transposed, A broadcast in pairs) and the rest through the other batched kernels. With
+    more than 8 rows the first pass saves the decoded weight and the later ones run on it, two groups of 16 rows at
+    once (N of 128 and more gives a thread two groups), chunk by chunk of K (512 weights, or one block of 1024), or
+    decode again past K = 12288; every output within the one-row tolerance of float64 math and of a one-row call on
+    its row (another order of sums)."""
     gen = torch.Generator().manual_seed(M * 7 + N)
     W = torch.randn(N, K, generator=gen)
     packed, absmax = ref_4b.quantize_4bit(W, bs, "nf4", torch.uint8)

@@ -243,7 +243,7 @@ def test_matmul_4bit_one_row_same_bits_with_and_without_grad(dtype):
     torch.testing.assert_close(bias.grad, g.reshape(-1))
 
 
-@pytest.mark.parametrize("rows", [2, 5, 9, 80, 81])
+@pytest.mark.parametrize("rows", [2, 5, 9, 80, 192, 193])
 def test_matmul_4bit_a_few_rows_go_through_the_gemv(rows, monkeypatch):
     """Up to gemv_max_rows rows, where a backend kernel serves them, take the gemv in one call (the same bits with
     or without gradients; one-row calls within bf16 rounding: batched bf16 kernels may sum in another order); more

@@ -568,10 +568,14 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
     const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
     /* per thread too, the row-lanes kernel's transposed scales of 16 rows (quant_gemv_batched.c) */
-    const int64_t lanes_scales = multi && p4 && GEMV_ROW_LANES ? 16 * (K / blocksize) : 0;
+    /* with more rows of A than one row-lanes pass takes, two groups' decoded weights (2 x 16 x K bf16) and scales */
+    const int lanes_decoded = multi && p4 && GEMV_ROW_LANES && M - GEMV_MT >= GEMV_LANES_MIN_ROWS &&
+                              K <= GEMV_LANES_DECODED_MAX_K;
+    const int64_t lanes_scales = multi && p4 && GEMV_ROW_LANES ? (lanes_decoded ? 2 : 1) * 16 * (K / blocksize) : 0;
+    const int64_t lanes_weights = lanes_decoded ? 16 * K : 0;
     const int64_t acts = M * ((K + 15) / 16 * 16 + 16), head = acts + (M * N + 15) / 16 * 16;
     const int64_t widened = p8 && dtype != BNBQ_F32 ? K : 0;
-    const int64_t per_thread = rowbuf + lanes_scales;
+    const int64_t per_thread = rowbuf + lanes_scales + lanes_weights;
     float *buf = (float *)aligned_alloc(64, sizeof(float) * (size_t)(head + (int64_t)team * per_thread + widened));
     if (!buf) return BNBQ_ENOMEM;
     const int64_t lda = acts / M; /* floats between laid-out rows of A: one cache line more than K, so the rows of
@@ -614,7 +618,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
             const uint16_t *lanes = kind == GEMV_KIND_P4 && GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)
                                         ? (const uint16_t *)A : NULL;
             bnbq_gemv_range_batched(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb,
-                                    lanes ? rb + rowbuf : NULL, y);
+                                    lanes ? rb + rowbuf : NULL,
+                                    lanes && lanes_weights ? rb + rowbuf + lanes_scales : NULL, y);
             continue;
         }
 #endif

@@ -21,6 +21,12 @@
 /* rows of A from which a pass takes the row-lanes kernel: with 8 rows 1.28-1.37 ms against 1.54-1.66 for the p4
  * batched kernel (11008 x 4096), 5 rows even, 4 rows 1.04 against 0.86-0.89 (its decode is shared by fewer rows) */
 #define GEMV_LANES_MIN_ROWS 5
+#define GEMV_MT 8 /* rows of A per pass of the batched kernels */
+/* several row-lanes passes: the first saves two groups' decoded weights (64 K bytes, kept in L2 up to this K) and
+ * the others go over them in chunks of this many weights per row (whole blocks; a chunk stays in L1 for all) */
+#define GEMV_LANES_DECODED_MAX_K 12288
+#define GEMV_LANES_CHUNK 512
+static inline int64_t gemv_lanes_chunk(int64_t bs) { return bs > GEMV_LANES_CHUNK ? bs : GEMV_LANES_CHUNK; }
 /* rows whose scales are decoded at once (a thread's scale buffer holds this many rows) */
 #define GEMV_SCALE_ROWS (GEMV_MULTI_GROUP > GEMV_MAX_ROWS_ANY ? GEMV_MULTI_GROUP : GEMV_MAX_ROWS_ANY)
 
@@ -92,11 +98,12 @@ void bnbq_gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, f
 #if BNBQ_X86
 /* Weight rows [r_begin, r_end) against the M rows of A laid out for `kind` at X (row m at X + m * ldx floats):
  * y[m * N + r] (quant_gemv_batched.c). A_bf16: A itself (bf16, M x K) when the row-lanes kernel may serve; it then
- * needs scT, 16 * (K / bs) floats, 64-byte aligned, for the transposed scales of a group of 16 rows. */
+ * needs scT, 16 * (K / bs) floats, 64-byte aligned, for the transposed scales of a group of 16 rows; wbuf (not NULL,
+ * with M > GEMV_MT): 64 K bytes, 64-byte aligned, for two groups' decoded weights, and then scT twice as long. */
 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t M, int64_t N,
                              int64_t K, int64_t bs, const float *X, int64_t ldx, const float *code,
                              const uint16_t *table16_src, const absmax_src *am, const uint16_t *A_bf16, float *rowbuf,
-                             float *scT, float *y);
+                             float *scT, void *wbuf, float *y);
 #endif
 
 #endif

@@ -16,9 +16,20 @@
  * GEMV_CHUNK_BYTES per row, so MT rows of a chunk stay in L1 while a group of weight rows goes over them (whole
  * rows of 8 float32 activation rows, 128 KiB at K = 4096, ran 3x slower from L2); the sums of each (weight
  * row, activation row) pair wait in a gemv_pair between chunks. */
-#define GEMV_MT 8              /* activation rows per pass */
-
 #define GEMV_CHUNK_BYTES 2048  /* bytes of each activation row per chunk: MT rows take 16 KiB of L1 */
+
+/* F(MT) with MT = mt as a constant (1..8): the kernels are unrolled per count of activation rows. */
+#define GEMV_SWITCH_MT(mt, F)                                                                                   \
+    switch (mt) {                                                                                               \
+    case 1: F(1); break;                                                                                        \
+    case 2: F(2); break;                                                                                        \
+    case 3: F(3); break;                                                                                        \
+    case 4: F(4); break;                                                                                        \
+    case 5: F(5); break;                                                                                        \
+    case 6: F(6); break;                                                                                        \
+    case 7: F(7); break;                                                                                        \
+    default: F(8); break;                                                                                       \
+    }
 
 typedef struct {
     __m512 acc, part; /* the one-row kernels' accumulator and the current block's partial sum */
@@ -215,7 +226,12 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_multi_p4x2
  * up into the bf16 pair of its row's lane (vpermb, vpsrlvw, vpermw), and multiplied with the broadcast bf16 pair of
  * each of MT activation rows (A: plain bf16 rows, lda words apart): one vdpbf16ps per pair of weights, row and
  * activation row, each activation row summing into its own register of 16 outputs (no horizontal sums). Block
- * sums are scaled by the 16 rows' scales of the block, one load from the transposed scales scT (16 per block). */
+ * sums are scaled by the 16 rows' scales of the block, one load from the transposed scales scT (16 per block).
+ * More than GEMV_MT rows of A: the first pass also saves the decoded pairs (wbuf, 32 bytes per weight, in L2), and
+ * the other passes run on them two groups of 16 weight rows at a time (gemv_lanes32_decoded: each broadcast of A
+ * feeds both groups, half the loads per product), a chunk of K at a time so that the chunk stays in L1 for all
+ * passes. 11008 x 4096 NF4, warm: 32 rows 4.6 -> 3.6-3.9 ms, 64 rows 9.2 -> 6.9-7.1; a separate decode pass
+ * before all the passes (not overlapped with the first one's products) was slower: 8 rows 1.18-1.25 -> 1.28-1.33. */
 #define TGT_AVX512BF16_VBMI \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi,avx2,fma,f16c")))
 
@@ -243,13 +259,64 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_trans
     }
 }
 
+/* vpermb indexes taking byte p of each dword into bytes 0 and 2 of the dword (bytes 1, 3 zeroed by the mask). */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes_picks(__m512i pick[4]) {
+    for (int p = 0; p < 4; p++) {
+        uint8_t ix[64] __attribute__((aligned(64)));
+        for (int i = 0; i < 64; i++) ix[i] = (uint8_t)((i & ~3) + p);
+        pick[p] = _mm512_load_si512((const void *)ix);
+    }
+}
+
+/* The weights of byte p of the transposed dwords r (one weight row per dword): the bf16 pair (2b, 2b + 1) of
+ * each of the 16 rows, the high nibble in word 2n (weight 2b), the low one in word 2n + 1. */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) __m512bh gemv_lanes_pair(__m512i r, __m512i pick,
+                                                                                          __m512i table32) {
+    const __m512i w8 = _mm512_maskz_permutexvar_epi8(0x5555555555555555ULL, pick, r);
+    return (__m512bh)_mm512_permutexvar_epi16(_mm512_srlv_epi16(w8, _mm512_set1_epi32(4)), table32);
+}
+
+/* One (column c, pair p) step of the row-lanes kernels: the 16 rows' weight pair wv (bytes b of the rows) times
+ * the bf16 pair b of each of MT activation rows, into accumulator p % NACC of the row. */
+#define GEMV_LANES_PAIR_STEP(MT, NACC, wv, b, p)                                                                 \
+    do {                                                                                                          \
+        _Pragma("GCC unroll 8") for (int m = 0; m < (MT); m++) {                                                  \
+            int32_t pair;                                                                                         \
+            memcpy(&pair, A + m * lda + 2 * (b), 4);                                                              \
+            const int a = (p) & ((NACC) - 1);                                                                     \
+            blk[a][m] = _mm512_dpbf16_ps(blk[a][m], (wv), (__m512bh)_mm512_set1_epi32(pair));                     \
+        }                                                                                                         \
+    } while (0)
+
+/* The end of a dword column of the row-lanes kernels: at a block's end, its sums times the 16 rows' scales of the
+ * block (scT) into the totals. */
+#define GEMV_LANES_COLUMN_END(MT, NACC)                                                                          \
+    do {                                                                                                          \
+        if (++dw_in_block == dwords_per_block) {                                                                  \
+            const __m512 scale = _mm512_load_ps(scT + 16 * block);                                                \
+            _Pragma("GCC unroll 8") for (int m = 0; m < (MT); m++) {                                              \
+                __m512 sum = blk[0][m];                                                                           \
+                _Pragma("GCC unroll 4") for (int a = 1; a < (NACC); a++) sum = _mm512_add_ps(sum, blk[a][m]);     \
+                tot[m] = _mm512_fmadd_ps(sum, scale, tot[m]);                                                     \
+                _Pragma("GCC unroll 4") for (int a = 0; a < (NACC); a++) blk[a][m] = _mm512_setzero_ps();         \
+            }                                                                                                     \
+            dw_in_block = 0;                                                                                      \
+            block++;                                                                                              \
+        }                                                                                                         \
+    } while (0)
+
+/* NACC accumulators per activation row (pairs p of a dword take accumulator p % NACC): at least 16 independent
+ * vdpbf16ps chains (latency about 6 cycles, 2 per cycle; one chain per row ran at 0.85 per cycle) */
+#define GEMV_LANES_NACC(MT) ((MT) <= 4 ? 4 : 2)
+
+/* The 16 weight rows from n0 against MT activation rows, into y. wsave (not NULL): the decoded pairs are also stored
+ * there, step s (64 bytes of each row), column c, pair p at wsave[64 s + 4 c + p], for gemv_lanes16_decoded /
+ * gemv_lanes32_decoded to take them for more rows. */
 TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16(
     const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const uint16_t *A, int64_t lda,
-    const float *scT, __m512i table32, gemv_pf *pf, float *y, int64_t ldy) {
+    const float *scT, __m512i table32, gemv_pf *pf, __m512bh *wsave, float *y, int64_t ldy) {
     const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8;
-    /* NACC accumulators per activation row (pairs p of a dword take accumulator p % NACC): at least 16
-     * independent vdpbf16ps chains (latency about 6 cycles, 2 per cycle; one chain per row ran at 0.85 per cycle) */
-    const int NACC = MT <= 4 ? 4 : 2;
+    const int NACC = GEMV_LANES_NACC(MT);
     __m512 tot[GEMV_MT], blk[4][GEMV_MT];
     _Pragma("GCC unroll 8")
     for (int m = 0; m < MT; m++) {
@@ -257,14 +324,8 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
         _Pragma("GCC unroll 4")
         for (int a = 0; a < 4; a++) blk[a][m] = _mm512_setzero_ps();
     }
-    __m512i pick[4]; /* byte p of each dword into bytes 0 and 2 of the dword (bytes 1, 3 zeroed by the mask) */
-    for (int p = 0; p < 4; p++) {
-        uint8_t ix[64] __attribute__((aligned(64)));
-        for (int i = 0; i < 64; i++) ix[i] = (uint8_t)((i & ~3) + p);
-        pick[p] = _mm512_load_si512((const void *)ix);
-    }
-    const __mmask64 low_bytes = 0x5555555555555555ULL;
-    const __m512i shiftv = _mm512_set1_epi32(4); /* words 2n: the high nibble (weight 2b), words 2n+1: the low */
+    __m512i pick[4];
+    gemv_lanes_picks(pick);
     int64_t block = 0, dw_in_block = 0;
     for (int64_t s = 0; s < steps; s++) {
         if (pf) gemv_pf_step(pf, 16);
@@ -274,56 +335,130 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
         for (int c = 0; c < 16; c++) {
             _Pragma("GCC unroll 4")
             for (int p = 0; p < 4; p++) {
-                const __m512i w8 = _mm512_maskz_permutexvar_epi8(low_bytes, pick[p], r[c]);
-                const __m512bh wv = (__m512bh)_mm512_permutexvar_epi16(_mm512_srlv_epi16(w8, shiftv), table32);
-                const int64_t b = 64 * s + 4 * c + p; /* byte of the rows = pair of weights 2b, 2b + 1 */
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    int32_t pair;
-                    memcpy(&pair, A + m * lda + 2 * b, 4);
-                    const int a = p & (NACC - 1);
-                    blk[a][m] = _mm512_dpbf16_ps(blk[a][m], wv, (__m512bh)_mm512_set1_epi32(pair));
-                }
+                const __m512bh wv = gemv_lanes_pair(r[c], pick[p], table32);
+                if (wsave) _mm512_store_si512((void *)(wsave + 64 * s + 4 * c + p), (__m512i)wv);
+                GEMV_LANES_PAIR_STEP(MT, NACC, wv, 64 * s + 4 * c + p, p); /* byte of the rows = pair 2b, 2b + 1 */
             }
-            if (++dw_in_block == dwords_per_block) {
-                const __m512 scale = _mm512_load_ps(scT + 16 * block);
-                _Pragma("GCC unroll 8")
-                for (int m = 0; m < MT; m++) {
-                    __m512 sum = blk[0][m];
-                    _Pragma("GCC unroll 4")
-                    for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][m]);
-                    tot[m] = _mm512_fmadd_ps(sum, scale, tot[m]);
-                    _Pragma("GCC unroll 4")
-                    for (int a = 0; a < NACC; a++) blk[a][m] = _mm512_setzero_ps();
-                }
-                dw_in_block = 0;
-                block++;
-            }
+            GEMV_LANES_COLUMN_END(MT, NACC);
         }
     }
     _Pragma("GCC unroll 8")
     for (int m = 0; m < MT; m++) _mm512_storeu_ps(y + m * ldy + n0, tot[m]);
 }
 
+/* gemv_lanes16's arithmetic over the pairs it saved in wbuf for steps [s0, s1), for MT more activation rows (more
+ * than one pass of rows: the weight is read and decoded once, by the first pass; steps [s0, s1) of it at wbuf). The totals continue from y
+ * (s0 > 0) and go back to it, so each output has the same bits as from gemv_lanes16. */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16_decoded(
+    const int MT, const __m512bh *wbuf, int64_t n0, int64_t s0, int64_t s1, int64_t bs, const uint16_t *A,
+    int64_t lda, const float *scT, float *y, int64_t ldy) {
+    const int64_t dwords_per_block = bs / 8;
+    const int NACC = GEMV_LANES_NACC(MT);
+    __m512 tot[GEMV_MT], blk[4][GEMV_MT];
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) {
+        tot[m] = s0 ? _mm512_loadu_ps(y + m * ldy + n0) : _mm512_setzero_ps();
+        _Pragma("GCC unroll 4")
+        for (int a = 0; a < 4; a++) blk[a][m] = _mm512_setzero_ps();
+    }
+    int64_t block = 16 * s0 / dwords_per_block, dw_in_block = 0;
+    for (int64_t s = s0; s < s1; s++) {
+        const __m512bh *w = wbuf + 64 * (s - s0);
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 4")
+            for (int p = 0; p < 4; p++) GEMV_LANES_PAIR_STEP(MT, NACC, w[4 * c + p], 64 * s + 4 * c + p, p);
+            GEMV_LANES_COLUMN_END(MT, NACC);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) _mm512_storeu_ps(y + m * ldy + n0, tot[m]);
+}
+
+/* gemv_lanes16_decoded for mt (1..8) activation rows of K words each at A. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_decoded_tile(int mt, const __m512bh *wbuf,
+                                                                                  int64_t n0, int64_t s0, int64_t s1,
+                                                                                  int64_t K, int64_t bs,
+                                                                                  const uint16_t *A, const float *scT,
+                                                                                  float *y, int64_t ldy) {
+#define GEMV_LANES_D(T) gemv_lanes16_decoded(T, wbuf, n0, s0, s1, bs, A, K, scT, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES_D);
+#undef GEMV_LANES_D
+}
+
 /* gemv_lanes16 for mt (1..8) activation rows of K words each at A. */
 __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt, const uint8_t *B, int64_t n0,
                                                                           int64_t K, int64_t bs, const uint16_t *A,
-                                                                          const float *scT,
-                                                                          const uint16_t *table16, gemv_pf *pf,
-                                                                          float *y, int64_t ldy) {
+                                                                          const float *scT, const uint16_t *table16,
+                                                                          gemv_pf *pf, __m512bh *wsave, float *y,
+                                                                          int64_t ldy) {
     const __m512i table32 = _mm512_loadu_si512((const void *)table16);
-#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, scT, table32, pf, y, ldy)
-    switch (mt) {
-    case 1: GEMV_LANES(1); break;
-    case 2: GEMV_LANES(2); break;
-    case 3: GEMV_LANES(3); break;
-    case 4: GEMV_LANES(4); break;
-    case 5: GEMV_LANES(5); break;
-    case 6: GEMV_LANES(6); break;
-    case 7: GEMV_LANES(7); break;
-    default: GEMV_LANES(8); break;
-    }
+#define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, scT, table32, pf, wsave, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES);
 #undef GEMV_LANES
+}
+
+/* gemv_lanes16_decoded for two groups of 16 weight rows at once (rows n0 + 16 k .. for group k, pairs saved in
+ * w[k], transposed scales scT[k]): each broadcast activation pair feeds both groups, one accumulator per (group,
+ * row of A) is 16 independent vdpbf16ps chains, and the totals stay in y (zeroed at s0 = 0). Steps [s0, s1), whole
+ * blocks: half the loads per product of gemv_lanes16_decoded, whose loads were its limit. */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes32_decoded(
+    const int MT, const __m512bh *const *w, const int64_t *n0, int64_t s0, int64_t s1, int64_t bs,
+    const uint16_t *A, int64_t lda, const float *const *scT, float *y, int64_t ldy) {
+    const int64_t dwords_per_block = bs / 8;
+    __m512 blk[2][GEMV_MT];
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            blk[k][m] = _mm512_setzero_ps();
+            if (s0 == 0) _mm512_storeu_ps(y + m * ldy + n0[k], blk[k][m]);
+        }
+    }
+    int64_t block = 16 * s0 / dwords_per_block, dw_in_block = 0;
+    for (int64_t s = s0; s < s1; s++) {
+        const int64_t o = 64 * s;
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 4")
+            for (int p = 0; p < 4; p++) {
+                const __m512bh w0 = w[0][o + 4 * c + p], w1 = w[1][o + 4 * c + p];
+                const int64_t b = 64 * s + 4 * c + p;
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    int32_t pr;
+                    memcpy(&pr, A + m * lda + 2 * b, 4);
+                    const __m512bh x = (__m512bh)_mm512_set1_epi32(pr);
+                    blk[0][m] = _mm512_dpbf16_ps(blk[0][m], w0, x);
+                    blk[1][m] = _mm512_dpbf16_ps(blk[1][m], w1, x);
+                }
+            }
+            if (++dw_in_block == dwords_per_block) {
+                _Pragma("GCC unroll 2")
+                for (int k = 0; k < 2; k++) {
+                    const __m512 scale = _mm512_load_ps(scT[k] + 16 * block);
+                    _Pragma("GCC unroll 8")
+                    for (int m = 0; m < MT; m++) {
+                        float *t = y + m * ldy + n0[k];
+                        _mm512_storeu_ps(t, _mm512_fmadd_ps(blk[k][m], scale, _mm512_loadu_ps(t)));
+                        blk[k][m] = _mm512_setzero_ps();
+                    }
+                }
+                dw_in_block = 0;
+                block++;
+            }
+        }
+    }
+}
+
+/* gemv_lanes32_decoded for mt (1..8) activation rows of K words each at A. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes32_decoded_tile(int mt, const __m512bh *const *w,
+                                                                                    const int64_t *n0, int64_t s0,
+                                                                                    int64_t s1, int64_t K, int64_t bs,
+                                                                                    const uint16_t *A,
+                                                                                    const float *const *scT, float *y,
+                                                                                    int64_t ldy) {
+#define GEMV_LANES_P(T) gemv_lanes32_decoded(T, w, n0, s0, s1, bs, A, K, scT, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES_P);
+#undef GEMV_LANES_P
 }
 
 /* scT[16 b + i] = sc[i][b]: the block scales of 16 weight rows, block by block (nbr blocks; scT 64-byte aligned). */
@@ -338,6 +473,27 @@ TGT_AVX512BF16_VBMI static void gemv_scales_t16(const float *const sc[16], int64
     }
 }
 
+/* The row-lanes passes after the first (rows GEMV_MT.. of A) for ng (1 or 2) decoded groups of 16 weight rows at
+ * n0[k] (their pairs in wbuf slot k, transposed scales at scT + 16 nbr k), chunk by chunk of K, so that a chunk of the
+ * decoded weight and of each pass's rows of A stay in L1 for all passes. */
+TGT_AVX512BF16_VBMI static void gemv_lanes_decoded_passes(int64_t M, int64_t N, int64_t K, int64_t bs,
+                                                          const uint16_t *A, const int64_t *n0, int ng,
+                                                          const float *scT, const __m512bh *wbuf, float *y) {
+    const int64_t steps = K / 128, chunk_steps = gemv_lanes_chunk(bs) / 128, nbr = K / bs;
+    const __m512bh *w[2] = {wbuf, wbuf + K / 2};
+    const float *sct[2] = {scT, scT + 16 * nbr};
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk_steps) {
+        const int64_t s1 = bnbq_min64(steps, s0 + chunk_steps);
+        for (int64_t m0 = GEMV_MT; m0 + GEMV_LANES_MIN_ROWS <= M; m0 += GEMV_MT) {
+            const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
+            if (ng == 2)
+                gemv_lanes32_decoded_tile(mt, w, n0, s0, s1, K, bs, A + m0 * K, sct, y + m0 * N, N);
+            else
+                gemv_lanes_decoded_tile(mt, w[0] + 64 * s0, n0[0], s0, s1, K, bs, A + m0 * K, sct[0], y + m0 * N, N);
+        }
+    }
+}
+
 /* Weight rows [r_begin, r_end) against the M laid-out activation rows at X (row m at X + m * ldx floats):
  * y[m * N + r]. Groups of GEMV_MULTI_GROUP weight rows (their scales decoded together) go over each chunk of
  * GEMV_MT activation rows; the weight is read from memory in the first pass (m0 = 0), which steps the prefetch
@@ -345,7 +501,8 @@ TGT_AVX512BF16_VBMI static void gemv_scales_t16(const float *const sc[16], int64
 TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
                                             int64_t M, int64_t N, int64_t K, int64_t bs, const float *X, int64_t ldx,
                                             const float *code, const uint16_t *table16_src, const absmax_src *am,
-                                            const uint16_t *A_bf16, float *rowbuf, float *scT, float *y) {
+                                            const uint16_t *A_bf16, float *rowbuf, float *scT, void *wbuf,
+                                            float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const __m512i table16 = _mm512_loadu_si512((const void *)table16_src);
     const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
@@ -353,19 +510,27 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
     const int64_t chunk = bnbq_max64(1, GEMV_CHUNK_BYTES / (unit * act_bytes)); /* units per chunk */
     gemv_pair st[GEMV_MULTI_GROUP][GEMV_MT] __attribute__((aligned(64)));
     gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    int slot = 0;           /* decoded groups waiting for their other passes */
+    int64_t pending[2] = {0, 0}; /* their first rows */
     for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MULTI_GROUP) {
         const int g = (int)bnbq_min64(GEMV_MULTI_GROUP, r_end - r0);
         const float *sc[GEMV_MULTI_GROUP];
         gemv_prefetch_scales(am, r0 + GEMV_MULTI_GROUP, GEMV_MULTI_GROUP, nbr);
         bnbq_gemv_row_scales(am, r0, g, nbr, rowbuf, sc);
         const int lanes = A_bf16 && g == 16 && M >= GEMV_LANES_MIN_ROWS;
-        if (lanes) gemv_scales_t16(sc, nbr, scT);
+        /* more than one row-lanes pass (M > GEMV_MT): the first pass saves the decoded weight of the group (wbuf, slot
+         * 0 or 1), and the other passes run on it, two groups at a time, once the second group is decoded */
+        const int decoded = lanes && wbuf && M - GEMV_MT >= GEMV_LANES_MIN_ROWS;
+        float *scTg = decoded ? scT + slot * 16 * nbr : scT;
+        __m512bh *wg = decoded ? (__m512bh *)wbuf + slot * (K / 2) : NULL; /* K / 128 steps of 64 pairs */
+        if (lanes) gemv_scales_t16(sc, nbr, scTg);
         for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT) {
             const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
             const float *Xm = X + m0 * ldx;
             gemv_pf *p = m0 == 0 ? &pf : NULL;
             if (lanes && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
-                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, scT, table16_src, p, y + m0 * N, N);
+                if (m0 && decoded) continue;
+                gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, scTg, table16_src, p, wg, y + m0 * N, N);
                 continue;
             }
             for (int rr = 0; rr < g; rr++)
@@ -402,7 +567,15 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
             for (int rr = 0; rr < g; rr++)
                 for (int m = 0; m < mt; m++) y[(m0 + m) * N + r0 + rr] = _mm512_reduce_add_ps(st[rr][m].acc);
         }
+        if (decoded) {
+            pending[slot] = r0;
+            if (++slot == 2) {
+                gemv_lanes_decoded_passes(M, N, K, bs, A_bf16, pending, 2, scT, (const __m512bh *)wbuf, y);
+                slot = 0;
+            }
+        }
     }
+    if (slot) gemv_lanes_decoded_passes(M, N, K, bs, A_bf16, pending, 1, scT, (const __m512bh *)wbuf, y);
 }
 #undef GEMV_MULTI_MT
 #endif /* BNBQ_X86 */

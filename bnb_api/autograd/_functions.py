@@ -183,12 +183,13 @@ def _dequant_4bit(B: Tensor, quant_state: F.QuantState, dtype: torch.dtype) -> T
     return _op.dequantize_4bit(B, absmax, quant_state.blocksize, quant_state.quant_type, list(quant_state.shape), dtype)
 
 
-GEMV_MAX_ROWS: dict[torch.dtype, int] = {torch.bfloat16: 80, torch.float16: 128, torch.float32: 128}
+GEMV_MAX_ROWS: dict[torch.dtype, int] = {torch.bfloat16: 192, torch.float16: 128, torch.float32: 128}
 """Up to this many rows of ``A`` (per ``A.dtype``; 16 for others) go through ``gemv_4bit`` when a backend kernel
 serves them: the weight is read and decoded once for all rows, while dequantize + matmul writes and reads the whole
-weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear, bf16 11008 x 4096: 48 rows 7.0 / 9.6 ms,
-64 rows 9.4 / 10.8, 80 rows 11.8 / 12.4, 96 rows 14.3 / 13.7 (4096 x 4096 and 4096 x 11008 alike: the gemv ahead
-to 88-96 rows); float32 at 128 rows 22 / 31 ms, float16 20 / 70 ms (no float16 matmul kernel on these CPUs)."""
+weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear, bf16, warm: 11008 x 4096 64 rows
+6.9 / 10.8 ms, 128 rows 13.1 / 16.0, 192 rows 19.5 / 21.8, 256 rows 25.9 / 26.9; 4096 x 4096 192 rows 7.6 / 8.1,
+256 rows 10.4 / 10.1; 4096 x 11008, 14336 x 4096, 896 x 4864 and 4864 x 896 ahead or even to 256 rows; float32 at
+128 rows 22 / 31 ms, float16 20 / 70 ms (no float16 matmul kernel on these CPUs)."""
 
 
 def gemv_max_rows(dtype: torch.dtype) -> int:
