@@ -294,7 +294,9 @@ def gemv_4bit(draw, dtype: str, lim: Limits, nested: bool) -> Example:
     N = draw(dims(4096))
     K = draw(dims(max(1, min(8192, lim.max_numel // N))))
     rank = draw(st.sampled_from((1, 2, 3)))
-    A = draw(float_specs(dtype, K, shape=(1,) * (rank - 1) + (K,), values=("normal", "huge", "tiny", "mixed")))
+    rows = draw(st.sampled_from((1, 1, 1, 2, 13))) if rank == 2 else 1  # batch 1 mostly; batched decoding too
+    shape = (rows,) + (1,) * (rank - 2) + (K,) if rank > 1 else (K,)
+    A = draw(float_specs(dtype, K * rows, shape=shape, values=("normal", "huge", "tiny", "mixed")))
     ex = dict(N=N, K=K, A=A, absmax=draw(scale_modes), seed=draw(seeds))
     if nested:
         ex["nested_blocksize"] = draw(st.sampled_from((64, 256, 256, 4096)))

@@ -138,6 +138,8 @@ class Gemv4bit(OpCase):
             E(N=37, K=2 * bs, A=F((2, 3, 2 * bs), dt, seed=5), absmax="normal", seed=5, **nested),  # a few rows
             # batched decoding: 9 rows against 80 weight rows (kernels that tile 8 rows of A or 16 weight rows)
             E(N=80, K=4 * bs, A=F((9, 4 * bs), dt, seed=6), absmax="normal", seed=6, **nested),
+            # 21 rows against 160 weight rows: kernels that decode a group of weight rows once for several passes
+            E(N=160, K=4 * bs, A=F((21, 4 * bs), dt, seed=7), absmax="normal", seed=7, **nested),
         ]
 
     def build(self, ex, cell, device):
