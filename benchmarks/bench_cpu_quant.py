@@ -260,11 +260,12 @@ def bench_small_batch(b: Bench, bnb) -> None:
 
     N, K = 11008, 4096
     W = torch.randn(N, K, dtype=torch.bfloat16)
-    cases = ((True, torch.bfloat16, (2, 8, 32, 64, 128)), (False, torch.bfloat16, (8, 32)), (True, torch.float32, (8,)))
+    cases = ((True, torch.bfloat16, (2, 8, 32, 64, 128)), (False, torch.bfloat16, (8, 32)),
+             (True, torch.float32, (2, 8, 32)), (True, torch.float16, (8,)))
     for nested, dtype, rows in cases:
         packed, qs = BF.quantize_4bit(W, quant_type="nf4", compress_statistics=nested)
         layer = _bnb_linear4bit(bnb, W) if nested and dtype == torch.bfloat16 else None
-        name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+        name = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}[dtype]
         for M in rows:
             A = torch.randn(M, K, dtype=dtype)
             with torch.no_grad():

@@ -571,7 +571,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     /* with more rows of A than one row-lanes pass takes, two groups' decoded weights (2 x 16 x K bf16) and scales */
     const int lanes_decoded = multi && p4 && GEMV_ROW_LANES && M - GEMV_MT >= GEMV_LANES_MIN_ROWS &&
                               K <= GEMV_LANES_DECODED_MAX_K;
-    const int64_t lanes_scales = multi && p4 && GEMV_ROW_LANES ? (lanes_decoded ? 2 : 1) * 16 * (K / blocksize) : 0;
+    const int64_t lanes_scales =
+        multi && (p4 || p8) && GEMV_ROW_LANES ? (lanes_decoded || p8 ? 2 : 1) * 16 * (K / blocksize) : 0;
     const int64_t lanes_weights = lanes_decoded ? 16 * K : 0;
     const int64_t acts = M * ((K + 15) / 16 * 16 + 16), head = acts + (M * N + 15) / 16 * 16;
     const int64_t widened = p8 && dtype != BNBQ_F32 ? K : 0;
@@ -615,10 +616,12 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
 #if BNBQ_X86
         if (multi) {
             const int kind = p8 ? GEMV_KIND_P8 : p4 ? GEMV_KIND_P4 : GEMV_KIND_BF16;
-            const uint16_t *lanes = kind == GEMV_KIND_P4 && GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI)
-                                        ? (const uint16_t *)A : NULL;
-            bnbq_gemv_range_batched(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes, rb,
-                                    lanes ? rb + rowbuf : NULL,
+            const int vbmi = GEMV_ROW_LANES && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VBMI) &&
+                             (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16);
+            const uint16_t *lanes = kind == GEMV_KIND_P4 && vbmi ? (const uint16_t *)A : NULL;
+            const int lanes_f32 = kind == GEMV_KIND_P8 && vbmi;
+            bnbq_gemv_range_batched(kind, B, r_begin, r_end, M, N, K, blocksize, buf, lda, code, table16, &am, lanes,
+                                    lanes_f32, rb, lanes || lanes_f32 ? rb + rowbuf : NULL,
                                     lanes && lanes_weights ? rb + rowbuf + lanes_scales : NULL, y);
             continue;
         }

@@ -21,6 +21,12 @@
 /* rows of A from which a pass takes the row-lanes kernel: with 8 rows 1.28-1.37 ms against 1.54-1.66 for the p4
  * batched kernel (11008 x 4096), 5 rows even, 4 rows 1.04 against 0.86-0.89 (its decode is shared by fewer rows) */
 #define GEMV_LANES_MIN_ROWS 5
+#ifndef GEMV_LANES_F32_MIN_ROWS
+#define GEMV_LANES_F32_MIN_ROWS 2 /* the same for float32 activations (gemv_lanes16_f32) */
+#endif
+#ifndef GEMV_LANES_F32X2_MIN_ROWS
+#define GEMV_LANES_F32X2_MIN_ROWS 3 /* and from this many, two groups of 16 weight rows at a time (gemv_lanes32_f32) */
+#endif
 #define GEMV_MT 8 /* rows of A per pass of the batched kernels */
 /* several row-lanes passes: the first saves two groups' decoded weights (64 K bytes, kept in L2 up to this K) and
  * the others go over them in chunks of this many weights per row (whole blocks; a chunk stays in L1 for all) */
@@ -102,8 +108,8 @@ void bnbq_gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, f
  * with M > GEMV_MT): 64 K bytes, 64-byte aligned, for two groups' decoded weights, and then scT twice as long. */
 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t M, int64_t N,
                              int64_t K, int64_t bs, const float *X, int64_t ldx, const float *code,
-                             const uint16_t *table16_src, const absmax_src *am, const uint16_t *A_bf16, float *rowbuf,
-                             float *scT, void *wbuf, float *y);
+                             const uint16_t *table16_src, const absmax_src *am, const uint16_t *A_bf16, int lanes_f32,
+                             float *rowbuf, float *scT, void *wbuf, float *y);
 #endif
 
 #endif

@@ -11,7 +11,9 @@
  * the one-row kernels (gemv_rows_p8 / gemv_rows_bf16_p4 / gemv_rows_bf16, same order of operations), so each
  * output has the same bits as a one-row call on its row taking the same kernel. bf16 with float32 absmax takes
  * p4 here (with 8 rows 1.85 ms against 2.6 for the widened kernel, 11008 x 4096) while one row takes the widened
- * kernel; from GEMV_LANES_MIN_ROWS rows bf16 takes the row-lanes kernel (gemv_lanes16); and one row of bf16
+ * kernel; from GEMV_LANES_MIN_ROWS rows bf16 takes the row-lanes kernel (gemv_lanes16), and float32 from
+ * GEMV_LANES_F32_MIN_ROWS rows the float32 row lanes (gemv_lanes16_f32, gemv_lanes32_f32), whose sums run in another
+ * order than the one-row kernels'; and one row of bf16
  * activations below 2^-100 sends all rows to the float32 path. The activations are walked in chunks of
  * GEMV_CHUNK_BYTES per row, so MT rows of a chunk stay in L1 while a group of weight rows goes over them (whole
  * rows of 8 float32 activation rows, 128 KiB at K = 4096, ran 3x slower from L2); the sums of each (weight
@@ -259,6 +261,14 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_trans
     }
 }
 
+/* Step s (64 bytes) of the 16 weight rows from n0 (half bytes each), transposed: r[c] = dword column c of the 16 rows. */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_load_t16(const uint8_t *B, int64_t n0,
+                                                                                   int64_t half, int64_t s,
+                                                                                   __m512i r[16]) {
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(B + (n0 + i) * half + 64 * s));
+    gemv_transpose16(r);
+}
+
 /* vpermb indexes taking byte p of each dword into bytes 0 and 2 of the dword (bytes 1, 3 zeroed by the mask). */
 TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes_picks(__m512i pick[4]) {
     for (int p = 0; p < 4; p++) {
@@ -330,8 +340,7 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
     for (int64_t s = 0; s < steps; s++) {
         if (pf) gemv_pf_step(pf, 16);
         __m512i r[16];
-        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(B + (n0 + i) * half + 64 * s));
-        gemv_transpose16(r);
+        gemv_load_t16(B, n0, half, s, r);
         for (int c = 0; c < 16; c++) {
             _Pragma("GCC unroll 4")
             for (int p = 0; p < 4; p++) {
@@ -395,6 +404,134 @@ __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt
 #define GEMV_LANES(T) gemv_lanes16(T, B, n0, K, bs, A, K, scT, table32, pf, wsave, y, ldy)
     GEMV_SWITCH_MT(mt, GEMV_LANES);
 #undef GEMV_LANES
+}
+
+/* float32 activations, several rows, in row lanes as gemv_lanes16: each nibble of the transposed dwords is looked
+ * up in the float32 code book (vpermps takes the index's low 4 bits, so a shift is all the extraction) and multiplied
+ * with the broadcast activation of each of MT rows (one vfmadd231ps with a {1to16} operand per 16 weights and row).
+ * The activations are in the p8 layout (gemv_layout_p8): nibble s of dword column c of step u (128 weights) is the
+ * weight that X[128 u + 16 s + c] multiplies, so the kernel reads them with no layout of its own. Against the p8
+ * batched kernel (one activation load per 16 products, the load port its limit) this needs no vector loads of A. */
+#define GEMV_LANES_F32_NACC(MT) ((MT) >= 8 ? 1 : (MT) >= 4 ? 2 : 4) /* >= 8 independent FMA chains */
+
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes16_f32(
+    const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const float *X, int64_t ldx,
+    const float *scT, __m512 table, gemv_pf *pf, float *y, int64_t ldy) {
+    const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8;
+    const int NACC = GEMV_LANES_F32_NACC(MT);
+    __m512 tot[GEMV_MT], blk[4][GEMV_MT];
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) {
+        tot[m] = _mm512_setzero_ps();
+        _Pragma("GCC unroll 4")
+        for (int a = 0; a < 4; a++) blk[a][m] = _mm512_setzero_ps();
+    }
+    int64_t block = 0, dw_in_block = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        if (pf) gemv_pf_step(pf, 16);
+        __m512i r[16];
+        gemv_load_t16(B, n0, half, s, r);
+        const float *xs = X + 128 * s;
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 8")
+            for (int ph = 0; ph < 8; ph++) {
+                const __m512 wv = _mm512_permutexvar_ps(ph ? _mm512_srli_epi32(r[c], 4 * ph) : r[c], table);
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    const int a = ph & (NACC - 1);
+                    blk[a][m] = _mm512_fmadd_ps(wv, _mm512_set1_ps(xs[m * ldx + 16 * ph + c]), blk[a][m]);
+                }
+            }
+            GEMV_LANES_COLUMN_END(MT, NACC);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int m = 0; m < MT; m++) _mm512_storeu_ps(y + m * ldy + n0, tot[m]);
+}
+
+/* gemv_lanes16_f32 for mt (1..8) activation rows in the p8 layout at X, ldx floats apart. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_f32_tile(int mt, const uint8_t *B, int64_t n0,
+                                                                              int64_t K, int64_t bs, const float *X,
+                                                                              int64_t ldx, const float *scT,
+                                                                              const float *code, gemv_pf *pf, float *y,
+                                                                              int64_t ldy) {
+    const __m512 table = _mm512_loadu_ps(code);
+#define GEMV_LANES_F(T) gemv_lanes16_f32(T, B, n0, K, bs, X, ldx, scT, table, pf, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES_F);
+#undef GEMV_LANES_F
+}
+
+/* gemv_lanes16_f32 for two groups of 16 weight rows at once (rows n0 .. n0 + 31, transposed scales scT and
+ * scT + 16 * (K / bs)): each broadcast activation feeds both groups, one load per two products (the broadcasts were
+ * the limit of gemv_lanes16_f32: one per product, two per cycle). The totals stay in y (zeroed first). */
+#define GEMV_LANES_F32X2_NACC(MT) ((MT) >= 4 ? 1 : (MT) >= 2 ? 2 : 4) /* >= 8 independent FMA chains */
+
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes32_f32(
+    const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const float *X, int64_t ldx,
+    const float *scT, __m512 table, gemv_pf *pf, float *y, int64_t ldy) {
+    const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8, nbr = K / bs;
+    const int NACC = GEMV_LANES_F32X2_NACC(MT);
+    __m512 blk[4][2][GEMV_MT];
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            _mm512_storeu_ps(y + m * ldy + n0 + 16 * k, _mm512_setzero_ps());
+            _Pragma("GCC unroll 4")
+            for (int a = 0; a < 4; a++) blk[a][k][m] = _mm512_setzero_ps();
+        }
+    }
+    int64_t block = 0, dw_in_block = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        if (pf) gemv_pf_step(pf, 32);
+        __m512i r[2][16];
+        for (int k = 0; k < 2; k++) gemv_load_t16(B, n0 + 16 * k, half, s, r[k]);
+        const float *xs = X + 128 * s;
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 8")
+            for (int ph = 0; ph < 8; ph++) {
+                const __m512 w0 = _mm512_permutexvar_ps(ph ? _mm512_srli_epi32(r[0][c], 4 * ph) : r[0][c], table);
+                const __m512 w1 = _mm512_permutexvar_ps(ph ? _mm512_srli_epi32(r[1][c], 4 * ph) : r[1][c], table);
+                const int a = ph & (NACC - 1);
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    const __m512 x = _mm512_set1_ps(xs[m * ldx + 16 * ph + c]);
+                    blk[a][0][m] = _mm512_fmadd_ps(w0, x, blk[a][0][m]);
+                    blk[a][1][m] = _mm512_fmadd_ps(w1, x, blk[a][1][m]);
+                }
+            }
+            if (++dw_in_block == dwords_per_block) {
+                _Pragma("GCC unroll 2")
+                for (int k = 0; k < 2; k++) {
+                    const __m512 scale = _mm512_load_ps(scT + 16 * (k * nbr + block));
+                    _Pragma("GCC unroll 8")
+                    for (int m = 0; m < MT; m++) {
+                        __m512 sum = blk[0][k][m];
+                        _Pragma("GCC unroll 4")
+                        for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][k][m]);
+                        float *t = y + m * ldy + n0 + 16 * k;
+                        _mm512_storeu_ps(t, _mm512_fmadd_ps(sum, scale, _mm512_loadu_ps(t)));
+                        _Pragma("GCC unroll 4")
+                        for (int a = 0; a < NACC; a++) blk[a][k][m] = _mm512_setzero_ps();
+                    }
+                }
+                dw_in_block = 0;
+                block++;
+            }
+        }
+    }
+}
+
+/* gemv_lanes32_f32 for mt (1..8) activation rows in the p8 layout at X, ldx floats apart. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes32_f32_tile(int mt, const uint8_t *B, int64_t n0,
+                                                                                int64_t K, int64_t bs, const float *X,
+                                                                                int64_t ldx, const float *scT,
+                                                                                const float *code, gemv_pf *pf,
+                                                                                float *y, int64_t ldy) {
+    const __m512 table = _mm512_loadu_ps(code);
+#define GEMV_LANES_F2(T) gemv_lanes32_f32(T, B, n0, K, bs, X, ldx, scT, table, pf, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES_F2);
+#undef GEMV_LANES_F2
 }
 
 /* gemv_lanes16_decoded for two groups of 16 weight rows at once (rows n0 + 16 k .. for group k, pairs saved in
@@ -501,8 +638,8 @@ TGT_AVX512BF16_VBMI static void gemv_lanes_decoded_passes(int64_t M, int64_t N, 
 TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end,
                                             int64_t M, int64_t N, int64_t K, int64_t bs, const float *X, int64_t ldx,
                                             const float *code, const uint16_t *table16_src, const absmax_src *am,
-                                            const uint16_t *A_bf16, float *rowbuf, float *scT, void *wbuf,
-                                            float *y) {
+                                            const uint16_t *A_bf16, int lanes_f32, float *rowbuf, float *scT,
+                                            void *wbuf, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const __m512i table16 = _mm512_loadu_si512((const void *)table16_src);
     const int64_t nbr = K / bs, unit = kind == GEMV_KIND_BF16 ? 64 : 128, units = K / unit;
@@ -513,11 +650,26 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
     int slot = 0;           /* decoded groups waiting for their other passes */
     int64_t pending[2] = {0, 0}; /* their first rows */
     for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MULTI_GROUP) {
+        if (lanes_f32 && GEMV_MULTI_GROUP == 16 && M >= GEMV_LANES_F32X2_MIN_ROWS && r_end - r0 >= 32) {
+            /* float32 row lanes, two groups of 16 weight rows at a time */
+            gemv_prefetch_scales(am, r0 + 32, 32, nbr);
+            for (int k = 0; k < 2; k++) {
+                const float *sc[16];
+                bnbq_gemv_row_scales(am, r0 + 16 * k, 16, nbr, rowbuf, sc);
+                gemv_scales_t16(sc, nbr, scT + 16 * nbr * k);
+            }
+            for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT)
+                gemv_lanes32_f32_tile((int)bnbq_min64(GEMV_MT, M - m0), B, r0, K, bs, X + m0 * ldx, ldx, scT, code,
+                                      m0 == 0 ? &pf : NULL, y + m0 * N, N);
+            r0 += 16; /* and 16 more by the loop */
+            continue;
+        }
         const int g = (int)bnbq_min64(GEMV_MULTI_GROUP, r_end - r0);
         const float *sc[GEMV_MULTI_GROUP];
         gemv_prefetch_scales(am, r0 + GEMV_MULTI_GROUP, GEMV_MULTI_GROUP, nbr);
         bnbq_gemv_row_scales(am, r0, g, nbr, rowbuf, sc);
-        const int lanes = A_bf16 && g == 16 && M >= GEMV_LANES_MIN_ROWS;
+        const int64_t min_rows = lanes_f32 ? GEMV_LANES_F32_MIN_ROWS : GEMV_LANES_MIN_ROWS;
+        const int lanes = (A_bf16 || lanes_f32) && g == 16 && M >= min_rows;
         /* more than one row-lanes pass (M > GEMV_MT): the first pass saves the decoded weight of the group (wbuf, slot
          * 0 or 1), and the other passes run on it, two groups at a time, once the second group is decoded */
         const int decoded = lanes && wbuf && M - GEMV_MT >= GEMV_LANES_MIN_ROWS;
@@ -528,7 +680,11 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
             const int mt = (int)bnbq_min64(GEMV_MT, M - m0);
             const float *Xm = X + m0 * ldx;
             gemv_pf *p = m0 == 0 ? &pf : NULL;
-            if (lanes && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
+            if (lanes && lanes_f32 && mt >= min_rows) { /* row lanes, float32: A in the p8 layout */
+                gemv_lanes_f32_tile(mt, B, r0, K, bs, Xm, ldx, scTg, code, p, y + m0 * N, N);
+                continue;
+            }
+            if (lanes && !lanes_f32 && mt >= GEMV_LANES_MIN_ROWS) { /* row lanes: 16 weight rows, A as it is */
                 if (m0 && decoded) continue;
                 gemv_lanes_tile(mt, B, r0, K, bs, A_bf16 + m0 * K, scTg, table16_src, p, wg, y + m0 * N, N);
                 continue;

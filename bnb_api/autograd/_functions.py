@@ -189,7 +189,9 @@ serves them: the weight is read and decoded once for all rows, while dequantize 
 weight in ``A.dtype``. cpu, NF4 nested, the gemv against dequantize + linear, bf16, warm: 11008 x 4096 64 rows
 6.9 / 10.8 ms, 128 rows 13.1 / 16.0, 192 rows 19.5 / 21.8, 256 rows 25.9 / 26.9; 4096 x 4096 192 rows 7.6 / 8.1,
 256 rows 10.4 / 10.1; 4096 x 11008, 14336 x 4096, 896 x 4864 and 4864 x 896 ahead or even to 256 rows; float32 at
-128 rows 22 / 31 ms, float16 20 / 70 ms (no float16 matmul kernel on these CPUs)."""
+128 rows 22 / 31 ms, float16 20 / 70 ms (no float16 matmul kernel on these CPUs); on a Zen 5 machine with the
+float32 row-lanes kernels, 11008 x 4096 at 128 rows float32 29 / 65 ms, float16 29 / 184 ms (a CPU with fast dense
+float32/float16 matmul moves the crossover down, hence 128)."""
 
 
 def gemv_max_rows(dtype: torch.dtype) -> int:
