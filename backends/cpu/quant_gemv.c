@@ -572,7 +572,7 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     const int lanes_decoded = multi && p4 && GEMV_ROW_LANES && M - GEMV_MT >= GEMV_LANES_MIN_ROWS &&
                               K <= GEMV_LANES_DECODED_MAX_K;
     const int64_t lanes_scales =
-        multi && (p4 || p8) && GEMV_ROW_LANES ? (lanes_decoded || p8 ? 2 : 1) * 16 * (K / blocksize) : 0;
+        multi && (p4 || p8) && GEMV_ROW_LANES ? 2 * 16 * (K / blocksize) : 0; /* two groups */
     const int64_t lanes_weights = lanes_decoded ? 16 * K : 0;
     const int64_t acts = M * ((K + 15) / 16 * 16 + 16), head = acts + (M * N + 15) / 16 * 16;
     const int64_t widened = p8 && dtype != BNBQ_F32 ? K : 0;

@@ -406,6 +406,105 @@ __attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes_tile(int mt
 #undef GEMV_LANES
 }
 
+/* Two groups of 16 weight rows at once (the x2 row-lanes kernels): block sums blk[a][k][m] (accumulator a, group k,
+ * row m of A), totals in y (group k of row m at y + m * ldy + 16 k). */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes2_start(const int MT,
+                                                                                       __m512 blk[4][2][GEMV_MT],
+                                                                                       float *y, int64_t ldy) {
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            _mm512_storeu_ps(y + m * ldy + 16 * k, _mm512_setzero_ps());
+            _Pragma("GCC unroll 4")
+            for (int a = 0; a < 4; a++) blk[a][k][m] = _mm512_setzero_ps();
+        }
+    }
+}
+
+/* The end of a dword column; at a block's end (every dwords_per_block columns), the NACC sums of each (group, row)
+ * times the group's scales of the block (transposed scales scT, and scT + 16 * nbr for the second group) into the
+ * totals, the sums zeroed. */
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes2_column_end(
+    const int MT, const int NACC, __m512 blk[4][2][GEMV_MT], const float *scT, int64_t nbr, int64_t dwords_per_block,
+    int64_t *dw_in_block, int64_t *block, float *y, int64_t ldy) {
+    if (++*dw_in_block < dwords_per_block) return;
+    *dw_in_block = 0;
+    scT += 16 * (*block)++;
+    _Pragma("GCC unroll 2")
+    for (int k = 0; k < 2; k++) {
+        const __m512 scale = _mm512_load_ps(scT + 16 * nbr * k);
+        _Pragma("GCC unroll 8")
+        for (int m = 0; m < MT; m++) {
+            __m512 sum = blk[0][k][m];
+            _Pragma("GCC unroll 4")
+            for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][k][m]);
+            float *t = y + m * ldy + 16 * k;
+            _mm512_storeu_ps(t, _mm512_fmadd_ps(sum, scale, _mm512_loadu_ps(t)));
+            _Pragma("GCC unroll 4")
+            for (int a = 0; a < NACC; a++) blk[a][k][m] = _mm512_setzero_ps();
+        }
+    }
+}
+
+/* gemv_lanes16 for two groups of 16 weight rows at once (rows n0 .. n0 + 31, transposed scales scT and
+ * scT + 16 * (K / bs)): each broadcast activation pair feeds both groups, half the broadcast loads per product, and
+ * the totals stay in y (zeroed first). With 5 or more rows of A one accumulator per (group, row): the arithmetic of
+ * gemv_lanes32_decoded, so later passes over the saved pairs give their rows the same sums. wsave (not NULL): group
+ * k's decoded pairs also go to wsave[k], laid out as gemv_lanes16 saves them. */
+#define GEMV_LANES_X2_NACC(MT) ((MT) >= 5 ? 1 : (MT) >= 3 ? 2 : 4) /* >= 12 vdpbf16ps chains (8 with one row) */
+
+TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes32(
+    const int MT, const uint8_t *B, int64_t n0, int64_t K, int64_t bs, const uint16_t *A, int64_t lda,
+    const float *scT, __m512i table32, gemv_pf *pf, __m512bh *const *wsave, float *y, int64_t ldy) {
+    const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8, nbr = K / bs;
+    const int NACC = GEMV_LANES_X2_NACC(MT);
+    __m512 blk[4][2][GEMV_MT];
+    gemv_lanes2_start(MT, blk, y + n0, ldy);
+    __m512i pick[4];
+    gemv_lanes_picks(pick);
+    int64_t block = 0, dw_in_block = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        if (pf) gemv_pf_step(pf, 32);
+        __m512i r[2][16];
+        for (int k = 0; k < 2; k++) gemv_load_t16(B, n0 + 16 * k, half, s, r[k]);
+        for (int c = 0; c < 16; c++) {
+            _Pragma("GCC unroll 4")
+            for (int p = 0; p < 4; p++) {
+                const __m512bh w0 = gemv_lanes_pair(r[0][c], pick[p], table32);
+                const __m512bh w1 = gemv_lanes_pair(r[1][c], pick[p], table32);
+                const int64_t b = 64 * s + 4 * c + p; /* byte of the rows = pair 2b, 2b + 1 */
+                if (wsave) {
+                    _mm512_store_si512((void *)(wsave[0] + b), (__m512i)w0);
+                    _mm512_store_si512((void *)(wsave[1] + b), (__m512i)w1);
+                }
+                const int a = p & (NACC - 1);
+                _Pragma("GCC unroll 8")
+                for (int m = 0; m < MT; m++) {
+                    int32_t pr;
+                    memcpy(&pr, A + m * lda + 2 * b, 4);
+                    const __m512bh x = (__m512bh)_mm512_set1_epi32(pr);
+                    blk[a][0][m] = _mm512_dpbf16_ps(blk[a][0][m], w0, x);
+                    blk[a][1][m] = _mm512_dpbf16_ps(blk[a][1][m], w1, x);
+                }
+            }
+            gemv_lanes2_column_end(MT, NACC, blk, scT, nbr, dwords_per_block, &dw_in_block, &block, y + n0, ldy);
+        }
+    }
+}
+
+/* gemv_lanes32 for mt (1..8) activation rows of K words each at A. */
+__attribute__((noinline)) TGT_AVX512BF16_VBMI static void gemv_lanes32_tile(int mt, const uint8_t *B, int64_t n0,
+                                                                            int64_t K, int64_t bs, const uint16_t *A,
+                                                                            const float *scT, const uint16_t *table16,
+                                                                            gemv_pf *pf, __m512bh *const *wsave,
+                                                                            float *y, int64_t ldy) {
+    const __m512i table32 = _mm512_loadu_si512((const void *)table16);
+#define GEMV_LANES_X2(T) gemv_lanes32(T, B, n0, K, bs, A, K, scT, table32, pf, wsave, y, ldy)
+    GEMV_SWITCH_MT(mt, GEMV_LANES_X2);
+#undef GEMV_LANES_X2
+}
+
 /* float32 activations, several rows, in row lanes as gemv_lanes16: each nibble of the transposed dwords is looked
  * up in the float32 code book (vpermps takes the index's low 4 bits, so a shift is all the extraction) and multiplied
  * with the broadcast activation of each of MT rows (one vfmadd231ps with a {1to16} operand per 16 weights and row).
@@ -472,15 +571,7 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
     const int64_t half = K / 2, steps = half / 64, dwords_per_block = bs / 8, nbr = K / bs;
     const int NACC = GEMV_LANES_F32X2_NACC(MT);
     __m512 blk[4][2][GEMV_MT];
-    _Pragma("GCC unroll 2")
-    for (int k = 0; k < 2; k++) {
-        _Pragma("GCC unroll 8")
-        for (int m = 0; m < MT; m++) {
-            _mm512_storeu_ps(y + m * ldy + n0 + 16 * k, _mm512_setzero_ps());
-            _Pragma("GCC unroll 4")
-            for (int a = 0; a < 4; a++) blk[a][k][m] = _mm512_setzero_ps();
-        }
-    }
+    gemv_lanes2_start(MT, blk, y + n0, ldy);
     int64_t block = 0, dw_in_block = 0;
     for (int64_t s = 0; s < steps; s++) {
         if (pf) gemv_pf_step(pf, 32);
@@ -500,24 +591,7 @@ TGT_AVX512BF16_VBMI static inline __attribute__((always_inline)) void gemv_lanes
                     blk[a][1][m] = _mm512_fmadd_ps(w1, x, blk[a][1][m]);
                 }
             }
-            if (++dw_in_block == dwords_per_block) {
-                _Pragma("GCC unroll 2")
-                for (int k = 0; k < 2; k++) {
-                    const __m512 scale = _mm512_load_ps(scT + 16 * (k * nbr + block));
-                    _Pragma("GCC unroll 8")
-                    for (int m = 0; m < MT; m++) {
-                        __m512 sum = blk[0][k][m];
-                        _Pragma("GCC unroll 4")
-                        for (int a = 1; a < NACC; a++) sum = _mm512_add_ps(sum, blk[a][k][m]);
-                        float *t = y + m * ldy + n0 + 16 * k;
-                        _mm512_storeu_ps(t, _mm512_fmadd_ps(sum, scale, _mm512_loadu_ps(t)));
-                        _Pragma("GCC unroll 4")
-                        for (int a = 0; a < NACC; a++) blk[a][k][m] = _mm512_setzero_ps();
-                    }
-                }
-                dw_in_block = 0;
-                block++;
-            }
+            gemv_lanes2_column_end(MT, NACC, blk, scT, nbr, dwords_per_block, &dw_in_block, &block, y + n0, ldy);
         }
     }
 }
@@ -661,6 +735,32 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
             for (int64_t m0 = 0; m0 < M; m0 += GEMV_MT)
                 gemv_lanes32_f32_tile((int)bnbq_min64(GEMV_MT, M - m0), B, r0, K, bs, X + m0 * ldx, ldx, scT, code,
                                       m0 == 0 ? &pf : NULL, y + m0 * N, N);
+            r0 += 16; /* and 16 more by the loop */
+            continue;
+        }
+        if (A_bf16 && GEMV_MULTI_GROUP == 16 && M >= GEMV_LANES_MIN_ROWS &&
+            (M % GEMV_MT == 0 || M % GEMV_MT >= GEMV_LANES_MIN_ROWS) && r_end - r0 >= 32) {
+            /* bf16 row lanes, every pass of rows in row lanes: two groups of 16 weight rows at a time; with more than
+             * one pass the first saves both groups' pairs (wbuf slots 0 and 1) and the others run on them */
+            const int dec = wbuf && M - GEMV_MT >= GEMV_LANES_MIN_ROWS;
+            if (dec && slot) { /* a lone group waiting for its other passes */
+                gemv_lanes_decoded_passes(M, N, K, bs, A_bf16, pending, 1, scT, (const __m512bh *)wbuf, y);
+                slot = 0;
+            }
+            gemv_prefetch_scales(am, r0 + 32, 32, nbr);
+            for (int k = 0; k < 2; k++) {
+                const float *sc[16];
+                bnbq_gemv_row_scales(am, r0 + 16 * k, 16, nbr, rowbuf, sc);
+                gemv_scales_t16(sc, nbr, scT + 16 * nbr * k);
+            }
+            __m512bh *ws[2] = {(__m512bh *)wbuf, (__m512bh *)wbuf + K / 2};
+            for (int64_t m0 = 0; m0 < (dec ? 1 : M); m0 += GEMV_MT)
+                gemv_lanes32_tile((int)bnbq_min64(GEMV_MT, M - m0), B, r0, K, bs, A_bf16 + m0 * K, scT, table16_src,
+                                  m0 == 0 ? &pf : NULL, dec ? ws : NULL, y + m0 * N, N);
+            if (dec) {
+                const int64_t n0s[2] = {r0, r0 + 16};
+                gemv_lanes_decoded_passes(M, N, K, bs, A_bf16, n0s, 2, scT, (const __m512bh *)wbuf, y);
+            }
             r0 += 16; /* and 16 more by the loop */
             continue;
         }
