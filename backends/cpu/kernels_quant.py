@@ -273,9 +273,8 @@ def gemv_4bit_cpu(
     """``bnb_api::gemv_4bit``: ``A @ dequant(B).T``, fused (the weight is never materialized), all rows of A at once.
 
     Returns ``A.dtype`` of shape ``(*A.shape[:-1], N)``, accumulated in float32. On the AVX-512 paths the weight is
-    read and decoded once for every row of A (8 rows per pass over a weight row). With float32 / float16 activations
-    each output row has the same bits as a one-row call on its row; with bf16 the batched kernels may sum in another
-    order (within float rounding).
+    read and decoded once for every row of A (8 rows per pass over a weight row); the batched kernels may sum in
+    another order than a one-row call on the same row (within float rounding).
     """
     op = "gemv_4bit"
     ffi, lib = _load()
