@@ -7,8 +7,12 @@
 #include "lut256_vbmi.h"
 #include "quant_internal.h"
 
+#ifndef GEMV_CHUNKS_PER_THREAD
 #define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
+#endif
+#ifndef GEMV_PREFETCH
 #define GEMV_PREFETCH 16384 /* bytes ahead of the weight read, in one linear prefetch stream */
+#endif
 #define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 #define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
 #ifndef GEMV_MULTI_GROUP
