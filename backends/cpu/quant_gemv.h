@@ -62,10 +62,13 @@ BNBQ_INLINE float block_absmax(const absmax_src *a, int64_t g) {
  * 11008 x 4096 gemv here). */
 static inline void gemv_prefetch_scales(const absmax_src *am, int64_t r, int64_t rows, int64_t nbr) {
     const int64_t g0 = r * nbr, g1 = bnbq_min64((r + rows) * nbr, am->n_blocks); /* never past the array */
-    if (am->absmax)
-        for (int64_t g = g0; g < g1; g += 16) _mm_prefetch((const char *)(am->absmax + g), _MM_HINT_T0);
-    else
-        for (int64_t g = g0; g < g1; g += 64) _mm_prefetch((const char *)(am->absmax_q + g), _MM_HINT_T0);
+    if (g0 >= g1) return;
+    /* a byte stream walked with unsigned addresses, as gemv_pf_start: with a signed index and without -fwrapv,
+     * gcc 12 dropped these loops from the inlined bf16 kernels (cold 11008 x 4096 gemv 0.52 -> 0.60 ms) */
+    const uintptr_t base = am->absmax ? (uintptr_t)am->absmax : (uintptr_t)am->absmax_q;
+    const uintptr_t esz = am->absmax ? sizeof(float) : 1;
+    for (uintptr_t a = base + (uintptr_t)g0 * esz, end = base + (uintptr_t)g1 * esz; a < end; a += 64)
+        _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
 /* The weight prefetch: one linear stream GEMV_PREFETCH bytes ahead of the rows being read. A pass reads R
