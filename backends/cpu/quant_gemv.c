@@ -567,8 +567,8 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
     const int p4 = bf16dot && (absmax_q || M > 1) && K % 128 == 0 && blocksize >= 64;
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
     const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
-    /* per thread too, the row-lanes kernel's transposed scales of 16 rows (quant_gemv_batched.c) */
-    /* with more rows of A than one row-lanes pass takes, two groups' decoded weights (2 x 16 x K bf16) and scales */
+    /* per thread too, the row-lanes kernels' transposed scales of two groups of 16 rows (quant_gemv_batched.c), and
+     * with more bf16 rows of A than one row-lanes pass takes, two groups' decoded weights (2 x 16 x K bf16) */
     const int lanes_decoded = multi && p4 && GEMV_ROW_LANES && M - GEMV_MT >= GEMV_LANES_MIN_ROWS &&
                               K <= GEMV_LANES_DECODED_MAX_K;
     const int64_t lanes_scales =

@@ -111,8 +111,9 @@ void bnbq_gemv_row_scales(const absmax_src *am, int64_t r, int R, int64_t nbr, f
 #if BNBQ_X86
 /* Weight rows [r_begin, r_end) against the M rows of A laid out for `kind` at X (row m at X + m * ldx floats):
  * y[m * N + r] (quant_gemv_batched.c). A_bf16: A itself (bf16, M x K) when the row-lanes kernel may serve; it then
- * needs scT, 16 * (K / bs) floats, 64-byte aligned, for the transposed scales of a group of 16 rows; wbuf (not NULL,
- * with M > GEMV_MT): 64 K bytes, 64-byte aligned, for two groups' decoded weights, and then scT twice as long. */
+ * needs scT, 2 * 16 * (K / bs) floats, 64-byte aligned, for the transposed scales of two groups of 16 rows; wbuf (not
+ * NULL, with M > GEMV_MT): 64 K bytes, 64-byte aligned, for two groups' decoded weights. lanes_f32: float32 / float16
+ * activations take the float32 row lanes (X in the p8 layout), which need scT too. */
 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t M, int64_t N,
                              int64_t K, int64_t bs, const float *X, int64_t ldx, const float *code,
                              const uint16_t *table16_src, const absmax_src *am, const uint16_t *A_bf16, int lanes_f32,
