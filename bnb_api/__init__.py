@@ -63,6 +63,7 @@ _LAZY = {  # heavier user-facing modules, imported at first access
     "matmul": ("bnb_api.autograd", "matmul"),
     "matmul_4bit": ("bnb_api.autograd", "matmul_4bit"),
     "MatmulLtState": ("bnb_api.autograd", "MatmulLtState"),
+    "install_as_bitsandbytes": ("bnb_api.as_bitsandbytes", "install_as_bitsandbytes"),
 }
 
 
@@ -96,6 +97,7 @@ __all__ = [
     "explain",
     "features",
     "functional",
+    "install_as_bitsandbytes",
     "matmul",
     "matmul_4bit",
     "MatmulLtState",

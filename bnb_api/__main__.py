@@ -2,6 +2,8 @@
 
 * ``info``: devices present, registered backends and why each is or is not usable, and for every op and
   device type the kernel that serves it and why the others would not; build and CPU features.
+* ``as-bitsandbytes script.py [args]`` / ``as-bitsandbytes -m module [args]``: runs a program written for
+  bitsandbytes (Transformers' ``BitsAndBytesConfig``, PEFT's QLoRA) on bnb_api (``bnb_api.as_bitsandbytes``).
 * ``demo``: quantizes a small built-in model (a stack of random, normally distributed Linear weights,
   seeded) to NF4 with double quantization and to LLM.int8(), then prints memory saved, output error
   against the float model and the speed of a batch-1 forward pass.
@@ -153,14 +155,38 @@ def demo(layers: int = 4, width: int = 2048, dtype: torch.dtype = torch.bfloat16
     return {name: {"bytes": size, "rel_error": err, "seconds": t} for name, size, err, t in rows}
 
 
+def run_as_bitsandbytes(target: list[str]) -> None:
+    """Run a script (``path [args]``) or a module (``-m name [args]``) with ``import bitsandbytes`` giving bnb_api
+    (:func:`bnb_api.install_as_bitsandbytes`), ``sys.argv`` set as Python would set it."""
+    import runpy
+
+    from bnb_api.as_bitsandbytes import install_as_bitsandbytes
+
+    if not target or (target[0] == "-m" and len(target) < 2):
+        raise SystemExit("python -m bnb_api as-bitsandbytes: give a script path or -m MODULE, then its arguments")
+    install_as_bitsandbytes()
+    if target[0] == "-m":
+        sys.argv = [target[1], *target[2:]]
+        runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(target)
+        runpy.run_path(target[0], run_name="__main__")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bnb_api`` and the ``bnb-api`` script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["as-bitsandbytes"]:  # everything after it is the program's own (argparse would read its -m)
+        run_as_bitsandbytes(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="python -m bnb_api", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="print the support matrix")
     p_demo = sub.add_parser("demo", help="quantize a small built-in model; print memory, error and speed")
     p_demo.add_argument("--layers", type=int, default=4)
     p_demo.add_argument("--width", type=int, default=2048)
+    p_as = sub.add_parser("as-bitsandbytes", help="run a script or -m module with `import bitsandbytes` giving bnb_api")
+    p_as.add_argument("target", nargs=argparse.REMAINDER, help="script [args] or -m module [args]")
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
