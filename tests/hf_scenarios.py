@@ -6,6 +6,7 @@ Modes (DIR holds the tiny model and what a mode writes for another):
   ours           4-bit and 8-bit ``from_pretrained`` through the alias; logits, save / reload, generate
   real           with the real bitsandbytes: load our 4-bit checkpoint, write its own (for the cross check)
   peft           QLoRA through PEFT's bitsandbytes LoRA layers and ``bitsandbytes.optim.AdamW8bit``
+  gpt2           a model with Conv1D layers (transposed weights) in 4 and 8 bits; ``model.dequantize()``
 Each prints one JSON line of results.
 """
 
@@ -206,7 +207,54 @@ def qlora(dirname: str) -> dict:
     }
 
 
-MODES = {"alias-basics": alias_basics, "ours": ours, "real": real, "compare": compare_checkpoints, "peft": qlora}
+def gpt2_and_dequantize(dirname: str) -> dict:
+    import bnb_api
+
+    bnb_api.install_as_bitsandbytes()
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    path = os.path.join(dirname, "gpt2")
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=64, n_layer=2, n_head=4,
+                                     bos_token_id=0, eos_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    x = tokens()
+    dense = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    q4 = transformers.AutoModelForCausalLM.from_pretrained(
+        path,
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
+        device_map="cpu",
+    )
+    q8 = transformers.AutoModelForCausalLM.from_pretrained(
+        path, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map="cpu", dtype=torch.float32
+    )
+    attn = q4.transformer.h[0].attn.c_attn
+    expected = bnb_api.functional.dequantize_4bit(attn.weight.data, attn.weight.quant_state)
+    with torch.no_grad():
+        ref, l4, l8 = dense(x).logits, q4(x).logits, q8(x).logits
+        q4.dequantize()
+        l4d = q4(x).logits
+    after = q4.transformer.h[0].attn.c_attn
+    return {
+        "conv1d_as_linear4bit": type(attn).__name__,
+        "conv1d_as_linear8bit": type(q8.transformer.h[0].attn.c_attn).__name__,
+        "rel_err_4bit": rel_err(l4, ref),
+        "rel_err_8bit": rel_err(l8, ref),
+        "dequantized_layer": type(after).__name__,
+        "dequantized_weight_exact": bool(torch.equal(after.weight.data, expected.to(after.weight.dtype))),
+        "rel_diff_after_dequantize": rel_err(l4d, l4),
+    }
+
+
+MODES = {
+    "alias-basics": alias_basics,
+    "ours": ours,
+    "real": real,
+    "compare": compare_checkpoints,
+    "peft": qlora,
+    "gpt2": gpt2_and_dequantize,
+}
 
 if __name__ == "__main__":
     mode, dirname = sys.argv[1], sys.argv[2]

@@ -110,3 +110,12 @@ def test_cli_runs_a_script_and_a_module_as_bitsandbytes(tmp_path):
     assert "RAN __main__ ['a', '-m', 'b'] True" in out
     out = _run(["-m", "bnb_api", "as-bitsandbytes", "-m", "uses_bnb", "--x"], str(tmp_path)).stdout
     assert "RAN __main__ ['--x'] True" in out
+
+
+def test_conv1d_model_in_4_and_8_bits_and_dequantize(hf_dir):
+    r = _scenario("gpt2", hf_dir)  # GPT-2's Conv1D weights are transposed by Transformers before quantizing
+    assert r["conv1d_as_linear4bit"] == "Linear4bit" and r["conv1d_as_linear8bit"] == "Linear8bitLt"
+    assert r["rel_err_4bit"] < 0.3 and r["rel_err_8bit"] < 0.05
+    # model.dequantize() puts back float Linears holding exactly bnb_api's dequantized weights
+    assert r["dequantized_layer"] == "Linear" and r["dequantized_weight_exact"]
+    assert r["rel_diff_after_dequantize"] < 0.05
