@@ -149,7 +149,8 @@ def real(dirname: str) -> dict:
                                                                device_map="cpu")  # fmt: skip
         q4.save_pretrained(os.path.join(dirname, "real4"))
     ours_logits = torch.load(os.path.join(dirname, "ours4_logits.pt"))
-    return {"bitsandbytes": bitsandbytes.__file__, "rel_err_real_vs_ours": rel_err(theirs_on_ours, ours_logits)}
+    real_package = getattr(bitsandbytes, "__file__", "").endswith(os.path.join("bitsandbytes", "__init__.py"))
+    return {"real_bitsandbytes": real_package, "rel_err_real_vs_ours": rel_err(theirs_on_ours, ours_logits)}
 
 
 def compare_checkpoints(dirname: str) -> dict:
