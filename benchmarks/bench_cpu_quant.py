@@ -301,11 +301,14 @@ def bench_int8(b: Bench, bnb) -> None:
     SCB = torch.rand(11008) + 0.5
     A[0, :5] = 10.0
     CB_s, SCB_s = CB[:64].clone(), SCB[:64].clone()
+    same_bytes = torch.randn(CB.numel() // 4)  # the memory floor: torch.sum over as many cold bytes
     b.add("int8_mm_outlier", "1x4096·11008x4096 bf16 thr=6", {
         "cpu": lambda: kq.int8_mm_outlier_cpu(A, CB, SCB, 6.0),
+        "torch.sum same bytes": same_bytes.sum,
         "reference": lambda: ref_i8.int8_mm_outlier(A, CB, SCB, 6.0),
-    }, CB.numel(), cold=True, note="fused batch-1, 5 outlier columns", primes={
+    }, CB.numel(), cold=True, note="fused batch-1, 5 outlier columns", baselines=("torch.sum same bytes",), primes={
         "cpu": lambda: kq.int8_mm_outlier_cpu(A, CB_s, SCB_s, 6.0),
+        "torch.sum same bytes": lambda: same_bytes[: CB_s.numel() // 4].sum(),
         "reference": lambda: ref_i8.int8_mm_outlier(A, CB_s, SCB_s, 6.0)})  # fmt: skip
 
 

@@ -566,8 +566,8 @@ def test_int8_mm_dequant_matches_reference(isa, out_dtype, bias_dtype):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("threshold", [0.0, 2.5])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_int8_mm_outlier_batch1(isa, dtype, threshold, with_bias):
-    K, N = 515, 67
+@pytest.mark.parametrize("K,N", [(515, 67), (4099, 203)])  # the second: several row chunks per thread, N % 4 != 0
+def test_int8_mm_outlier_batch1(isa, dtype, threshold, with_bias, K, N):
     A = _data((1, K), dtype, seed=3, scale=1.5)
     g = torch.Generator().manual_seed(2)
     CB = torch.randint(-127, 128, (N, K), dtype=torch.int8, generator=g)

@@ -277,8 +277,8 @@ TGT_VNNI static inline __attribute__((always_inline)) void mm_tile_vnni(const in
  * the last 1..3 rows (4 or more independent accumulator chains in the few-row, batch-1 case). 8 x 2 tiles ran
  * at half the speed per row here. */
 TGT_VNNI static void mm_vnni(const int8_t *A, const uint32_t *asum, int64_t M, int64_t K, const int8_t *B, int64_t N,
-                             int32_t *C, int64_t n_begin, int64_t n_end) {
-    if (M <= 4) /* the start of this range, which the tiles' prefetch stream (running ahead) does not cover */
+                             int32_t *C, int64_t n_begin, int64_t n_end, int burst) {
+    if (M <= 4 && burst) /* the start of this range, which the tiles' prefetch stream (running ahead) does not cover */
         for (uintptr_t a = (uintptr_t)(B + n_begin * K), e = (uintptr_t)(B + n_end * K); a < e && a < (uintptr_t)(B + n_begin * K) + MM_PREFETCH; a += 64)
             _mm_prefetch((const char *)a, _MM_HINT_T0);
     for (int64_t n = n_begin; n < n_end; n += 4) {
@@ -296,44 +296,80 @@ TGT_VNNI static void mm_vnni(const int8_t *A, const uint32_t *asum, int64_t M, i
 #undef MM_TILE
 #endif
 
-/* Shared by the matmul and the fused outlier path. */
-static int int8_matmul(const int8_t *A, int64_t M, int64_t K, const int8_t *B, int64_t N, int32_t *C, int nthreads) {
-    const int isa = bnbq_isa_level();
-    int team = bnbq_team(nthreads, (M + 1) * N * (K / 16 + 1));
-    if (team > N) team = (int)(N > 0 ? N : 1);
-    uint32_t *asum = NULL;
+/* How a call multiplies: the ISA, and for VNNI the row sums of A (the unsigned offset of B, modulo 2^32 as the
+ * products wrap; malloc'd, freed by mm_plan_free). Shared by the matmul and the fused outlier path. */
+typedef struct {
+    int isa;
+    uint32_t *asum;
+} mm_plan;
+
+static int mm_plan_init(mm_plan *p, const int8_t *A, int64_t M, int64_t K) {
+    p->isa = bnbq_isa_level();
+    p->asum = NULL;
 #if BNBQ_X86
-    const int vnni = isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VNNI);
-    if (vnni) { /* row sums of A for the unsigned offset of B (modulo 2^32, as the products wrap) */
-        asum = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(M > 0 ? M : 1));
-        if (!asum) return BNBQ_ENOMEM;
+    if (p->isa == BNBQ_ISA_AVX512 && (bnbq_cpu_flags() & BNBQ_CPU_AVX512VNNI)) {
+        p->asum = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(M > 0 ? M : 1));
+        if (!p->asum) return BNBQ_ENOMEM;
         for (int64_t m = 0; m < M; m++) {
             uint32_t t = 0;
             for (int64_t k = 0; k < K; k++) t += (uint32_t)(int32_t)A[m * K + k];
-            asum[m] = t;
+            p->asum[m] = t;
         }
     }
+#else
+    (void)A, (void)M, (void)K;
 #endif
+    return BNBQ_OK;
+}
+
+static void mm_plan_free(mm_plan *p) { free(p->asum); }
+
+/* C[:, n] for rows n in [nb, ne) of B with the plan's kernel; burst: prefetch the start of the range first (the
+ * first range of a thread; later ranges continue the previous one's prefetch stream). */
+static void mm_rows(const mm_plan *p, const int8_t *A, int64_t M, int64_t K, const int8_t *B, int64_t N, int32_t *C,
+                    int64_t nb, int64_t ne, int burst) {
+#if BNBQ_X86
+    if (p->asum) {
+        mm_vnni(A, p->asum, M, K, B, N, C, nb, ne, burst);
+        return;
+    }
+    if (p->isa != BNBQ_ISA_GENERIC) {
+        mm_avx2(A, M, K, B, N, C, nb, ne);
+        return;
+    }
+#endif
+    (void)p, (void)burst;
+    mm_generic(A, M, K, B, N, C, nb, ne);
+}
+
+/* Threads take whole groups of 4 rows of B: thread t of nt gets rows [*nb, *ne). */
+static void mm_thread_rows(int64_t N, int64_t t, int64_t nt, int64_t *nb, int64_t *ne) {
+    const int64_t quads = (N + 3) / 4;
+    *nb = bnbq_min64(N, (quads * t / nt) * 4);
+    *ne = bnbq_min64(N, (quads * (t + 1) / nt) * 4);
+}
+
+static int mm_team(int nthreads, int64_t M, int64_t K, int64_t N) {
+    const int team = bnbq_team(nthreads, (M + 1) * N * (K / 16 + 1));
+    return team > N ? (int)(N > 0 ? N : 1) : team;
+}
+
+static int int8_matmul(const int8_t *A, int64_t M, int64_t K, const int8_t *B, int64_t N, int32_t *C, int nthreads) {
+    mm_plan plan;
+    const int rc = mm_plan_init(&plan, A, M, K);
+    if (rc != BNBQ_OK) return rc;
+    const int team = mm_team(nthreads, M, K, N);
 #pragma omp parallel num_threads(team) if (team > 1)
     {
-        int64_t t = 0, nt = 1;
+        int64_t t = 0, nt = 1, nb, ne;
 #ifdef _OPENMP
         t = omp_get_thread_num();
         nt = omp_get_num_threads();
 #endif
-        const int64_t quads = (N + 3) / 4; /* threads take whole groups of 4 rows of B */
-        const int64_t nb = bnbq_min64(N, (quads * t / nt) * 4), ne = bnbq_min64(N, (quads * (t + 1) / nt) * 4);
-#if BNBQ_X86
-        if (asum)
-            mm_vnni(A, asum, M, K, B, N, C, nb, ne);
-        else if (isa != BNBQ_ISA_GENERIC)
-            mm_avx2(A, M, K, B, N, C, nb, ne);
-        else
-#endif
-            mm_generic(A, M, K, B, N, C, nb, ne);
+        mm_thread_rows(N, t, nt, &nb, &ne);
+        mm_rows(&plan, A, M, K, B, N, C, nb, ne, 1);
     }
-    (void)isa;
-    free(asum);
+    mm_plan_free(&plan);
     return BNBQ_OK;
 }
 
@@ -417,7 +453,9 @@ int bnbq_int8_mm_dequant(const int32_t *A, int64_t M, int64_t N, const float *ro
 
 /* ================================ fused batch-1 int8_mm_outlier ================================ */
 
-#define MM_OUTLIER_AHEAD 16 /* rows ahead whose outlier-column weights are prefetched */
+/* Rows of the weight per step of a thread: their int8 products, then their outputs (scale, bias, outlier
+ * columns) while the rows are still in L2: MM_OUTLIER_CHUNK bytes of weight, whole groups of 4 rows. */
+#define MM_OUTLIER_CHUNK 262144
 
 int bnbq_int8_mm_outlier_row(const void *A, int dtype, int64_t K, const int8_t *CB, int64_t N, const float *SCB,
                              int64_t scb_len, float threshold, const void *bias, int bias_dtype, int64_t bias_len,
@@ -444,34 +482,44 @@ int bnbq_int8_mm_outlier_row(const void *A, int dtype, int64_t K, const int8_t *
             x[k] = bnbq_load(A, dtype, k);
             if (flags[k]) cols[n_out++] = k;
         }
-        const int rc = int8_matmul(ca, 1, K, CB, N, prod, nthreads);
-        if (rc != BNBQ_OK) {
-            free(mem);
-            return rc;
-        }
-    } else {
-        memset(prod, 0, sizeof(int32_t) * (size_t)N);
     }
-    const int team = bnbq_team(nthreads, N * (n_out + 1));
-#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        float v = ((float)prod[n] * (sca * SCB[n])) * INV_127_SQ;
-        if (bias) v = v + bnbq_load(bias, bias_dtype, n);
-        if (n_out) {
-#if BNBQ_X86
-            /* the outlier columns of a row ahead: scattered bytes of a weight that left the cache after the
-             * int8 product, each otherwise a DRAM miss on the critical path */
-            if (n + MM_OUTLIER_AHEAD < N)
-                for (int64_t j = 0; j < n_out; j++)
-                    _mm_prefetch((const char *)(CB + (n + MM_OUTLIER_AHEAD) * K + cols[j]), _MM_HINT_T0);
+    mm_plan plan;
+    const int rc = mm_plan_init(&plan, ca, 1, K);
+    if (rc != BNBQ_OK) {
+        free(mem);
+        return rc;
+    }
+    const int team = mm_team(nthreads, 1, K, N);
+    int64_t chunk = (MM_OUTLIER_CHUNK / (K > 0 ? K : 1)) & ~(int64_t)3;
+    if (chunk < 4) chunk = 4;
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        int64_t t = 0, nt = 1, nb, ne;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
 #endif
-            const float ws = SCB[n] / 127.0f;
-            float part = 0.0f;
-            for (int64_t j = 0; j < n_out; j++) part += x[cols[j]] * ((float)CB[n * K + cols[j]] * ws);
-            v += part;
+        mm_thread_rows(N, t, nt, &nb, &ne);
+        for (int64_t c0 = nb; c0 < ne; c0 += chunk) {
+            const int64_t c1 = bnbq_min64(ne, c0 + chunk);
+            if (K > 0)
+                mm_rows(&plan, ca, 1, K, CB, N, prod, c0, c1, c0 == nb);
+            else
+                memset(prod + c0, 0, sizeof(int32_t) * (size_t)(c1 - c0));
+            for (int64_t n = c0; n < c1; n++) {
+                float v = ((float)prod[n] * (sca * SCB[n])) * INV_127_SQ;
+                if (bias) v = v + bnbq_load(bias, bias_dtype, n);
+                if (n_out) { /* the row's outlier-column bytes: in L2 since its product above */
+                    const float ws = SCB[n] / 127.0f;
+                    float part = 0.0f;
+                    for (int64_t j = 0; j < n_out; j++) part += x[cols[j]] * ((float)CB[n * K + cols[j]] * ws);
+                    v += part;
+                }
+                bnbq_store(out, dtype, n, v);
+            }
         }
-        bnbq_store(out, dtype, n, v);
     }
+    mm_plan_free(&plan);
     free(mem);
     return BNBQ_OK;
 }
