@@ -5,7 +5,7 @@ Modes (DIR holds the tiny model and what a mode writes for another):
   alias-basics   the alias's modules, version and metadata; Transformers and PEFT see bitsandbytes
   ours           4-bit and 8-bit ``from_pretrained`` through the alias; logits, save / reload, generate
   real           with the real bitsandbytes: load our 4-bit checkpoint, write its own (for the cross check)
-  peft           QLoRA through PEFT's bitsandbytes LoRA layers and ``bitsandbytes.optim.AdamW8bit``
+  peft           QLoRA through PEFT's bitsandbytes LoRA layers and ``bitsandbytes.optim.AdamW8bit``, then merge
   gpt2           a model with Conv1D layers (transposed weights) in 4 and 8 bits; ``model.dequantize()``
 Each prints one JSON line of results.
 """
@@ -199,7 +199,15 @@ def qlora(dirname: str) -> dict:
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
+    with torch.no_grad():  # merging the trained adapters re-quantizes W + B A into the 4-bit layers
+        before = model(input_ids=x).logits
+        merged = model.merge_and_unload()
+        out = merged(input_ids=x, labels=x)
+        after = out.logits
     return {
+        "merged_layer": type(merged.model.layers[0].self_attn.q_proj).__name__,
+        "rel_diff_after_merge": rel_err(after, before),
+        "loss_after_merge": out.loss.item(),
         "lora_layer": f"{type(layer).__module__}.{type(layer).__name__}",
         "base_layer": type(layer.base_layer).__name__,
         "eight_bit_states": any(s["state1"].dtype == torch.uint8 for s in opt.state.values()),

@@ -85,6 +85,9 @@ def test_qlora_through_peft_bitsandbytes_layers(hf_dir):
     assert r["lora_layer"] == "peft.tuners.lora.bnb.Linear4bit" and r["base_layer"] == "Linear4bit"
     assert r["eight_bit_states"]
     assert r["last_loss"] < 0.25 * r["first_loss"]
+    # merge_and_unload re-quantizes W + BA to NF4: still 4-bit layers, and the merged model keeps what it learnt
+    assert r["merged_layer"] == "Linear4bit"
+    assert r["rel_diff_after_merge"] < 0.3 and r["loss_after_merge"] < 0.25 * r["first_loss"]
 
 
 def test_install_refuses_when_bitsandbytes_already_imported(tmp_path):
