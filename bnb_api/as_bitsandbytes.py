@@ -32,6 +32,8 @@ from typing import Any
 import bnb_api
 from bnb_api.core.errors import BnbUnavailableError
 
+__all__ = ["BITSANDBYTES_API_VERSION", "install_as_bitsandbytes", "is_installed", "uninstall_as_bitsandbytes"]
+
 BITSANDBYTES_API_VERSION = "0.50.2"
 """The bitsandbytes release whose API and formats bnb_api follows: the version the alias reports."""
 
