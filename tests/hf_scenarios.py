@@ -177,6 +177,7 @@ def qlora(dirname: str) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Transformers 5 deprecation notes on gradient checkpointing names
         model = peft.prepare_model_for_kbit_training(model)  # gradient checkpointing on, its default
+    torch.manual_seed(0)  # the adapters' random initialization
     model = peft.get_peft_model(
         model,
         peft.LoraConfig(
