@@ -503,8 +503,7 @@ def check_int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, 
         checks.numel_is(op, "bias", bias, CB.shape[0])
 
 
-@torch.library.custom_op("bnb_api::int8_mm_outlier", mutates_args=())
-def int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: Tensor | None = None) -> Tensor:
+def int8_mm_outlier_eager(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: Tensor | None = None) -> Tensor:
     """LLM.int8() linear: ``A @ W.T (+ bias)`` with ``W = CB * SCB[:, None] / 127``.
 
     ``A`` (..., K) float32/16/bf16 is quantized row-wise to int8; columns with some
@@ -514,6 +513,11 @@ def int8_mm_outlier(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: 
     check_int8_mm_outlier(A, CB, SCB, threshold, bias)
     call = dict(A=A.contiguous(), CB=CB.contiguous(), SCB=SCB.contiguous(), threshold=float(threshold), bias=_c(bias))
     return _call("int8_mm_outlier", A.device, call)
+
+
+int8_mm_outlier = torch.library.custom_op("bnb_api::int8_mm_outlier", mutates_args=())(int8_mm_outlier_eager)
+"""The op ``torch.ops.bnb_api.int8_mm_outlier``; ``int8_mm_outlier_eager`` is its body, callable without the torch
+dispatcher where :func:`eager_ok` allows (an 8-bit layer decoding one token calls it once per token)."""
 
 
 @int8_mm_outlier.register_fake

@@ -317,3 +317,45 @@ def test_gemv_eager_path_is_taken_only_where_it_is_invisible(dispatch_log):
 
     compiled = torch.compile(lambda a: F.gemv_4bit(a, packed, state=state), fullgraph=True)
     assert torch.equal(compiled(x), eager)
+
+
+def test_int8_layer_inference_skips_autograd_and_dispatcher_only_where_invisible(dispatch_log, monkeypatch):
+    """Linear8bitLt without gradients calls int8_mm_outlier's body directly (same kernel, same result as the
+    dispatched op and as the autograd path); dispatch modes and torch.compile still see torch.ops.bnb_api, and a
+    layer whose input needs gradients still gets them."""
+    import bnb_api
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(96, 40)
+    layer = bnb_api.nn.Linear8bitLt(96, 40, has_fp16_weights=False, threshold=6.0)
+    layer.load_state_dict(lin.state_dict())
+    layer = layer.to("cpu").eval()
+    x = torch.randn(3, 96, dtype=torch.bfloat16)
+    x[:, 5] = 9.0  # an outlier column
+    from bnb_api.core import ops
+
+    direct = []
+    body = ops.int8_mm_outlier_eager
+    monkeypatch.setattr(ops, "int8_mm_outlier_eager", lambda *a: direct.append(1) or body(*a))
+    with torch.no_grad():
+        eager = layer(x)
+    assert direct == [1]  # the body itself, no dispatcher
+    dispatched = torch.ops.bnb_api.int8_mm_outlier(x, layer.state.CB, layer.state.SCB, 6.0,
+                                                   layer.bias.to(x.dtype))  # fmt: skip
+    assert torch.equal(eager, dispatched)
+
+    with dispatch_log() as log, torch.no_grad():
+        assert torch.equal(layer(x), eager)
+    assert any("bnb_api.int8_mm_outlier" in name for name in log.ops)
+    assert direct == [1]
+
+    xg = x.clone().requires_grad_(True)
+    out = layer(xg)
+    assert out.grad_fn is not None and torch.equal(out.detach(), eager)
+    out.float().sum().backward()
+    W = layer.state.CB.float() * layer.state.SCB[:, None] / 127
+    assert torch.allclose(xg.grad.float(), W.sum(0).expand(3, -1), rtol=1e-2, atol=1e-2)
+
+    compiled = torch.compile(lambda a: layer(a), fullgraph=True)
+    with torch.no_grad():
+        assert torch.equal(compiled(x), eager)

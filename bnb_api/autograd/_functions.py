@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from bnb_api import functional as F
+from bnb_api.core import ops as _ops
 from bnb_api.core.errors import BnbValueError
 
 _op = torch.ops.bnb_api
@@ -112,6 +113,22 @@ def _quantize_float_weight(B: Tensor, state: MatmulLtState) -> None:
     state._weight_key = _weight_key(B)
 
 
+def _forward_8bit(A: Tensor, B: Tensor, bias: Tensor | None, state: MatmulLtState) -> Tensor:
+    """LLM.int8() ``A @ W.T (+ bias)`` without autograd: (re)quantizes a float weight ``B`` into ``state`` when
+    needed, then ``int8_mm_outlier``, whose body runs directly where :func:`~bnb_api.core.ops.eager_ok` allows (the
+    torch dispatcher's wrappers cost more than a small layer's kernel)."""
+    if state.CB is None or state.SCB is None:
+        _quantize_float_weight(B, state)
+    elif state.has_fp16_weights and getattr(state, "_weight_key", None) != _weight_key(B):
+        _quantize_float_weight(B, state)  # the float weight changed (optimizer step): requantize
+    if A.numel() == 0:
+        return _empty_out(A, state.CB.shape[0])
+    b = None if bias is None else bias.to(A.dtype)
+    CB, SCB = state.CB, state.SCB
+    mm = _ops.int8_mm_outlier_eager if _ops.eager_ok(A, CB, SCB, b) else _op.int8_mm_outlier
+    return mm(A, CB, SCB, float(state.threshold), b)
+
+
 class MatMul8bitLt(torch.autograd.Function):
     """LLM.int8() ``A @ W.T (+ bias)`` with gradients for ``A``, ``bias`` and (fp16-weight training) ``B``."""
 
@@ -121,17 +138,11 @@ class MatMul8bitLt(torch.autograd.Function):
         state = state or MatmulLtState()
         ctx.state = state
         ctx.dtype_bias = None if bias is None else bias.dtype
-        if state.CB is None or state.SCB is None:
-            _quantize_float_weight(B, state)
-        elif state.has_fp16_weights and getattr(state, "_weight_key", None) != _weight_key(B):
-            _quantize_float_weight(B, state)  # the float weight changed (optimizer step): requantize
-        N = state.CB.shape[0]
         ctx.is_empty = A.numel() == 0
+        output = _forward_8bit(A, B, bias, state)
         if ctx.is_empty:
             ctx.save_for_backward(A, None)
-            return _empty_out(A, N)
-        b = None if bias is None else bias.to(A.dtype)
-        output = _op.int8_mm_outlier(A, state.CB, state.SCB, float(state.threshold), b)
+            return output
         ctx.save_for_backward(A if ctx.needs_input_grad[1] else None, None)
         if out is not None:
             return out.copy_(output)
@@ -174,7 +185,13 @@ def matmul(
     state = state or MatmulLtState()
     if threshold > 0.0:
         state.threshold = threshold
-    return MatMul8bitLt.apply(A, B, out, bias, state)
+    needs_grad = torch.is_grad_enabled() and (
+        A.requires_grad or B.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if needs_grad or torch.compiler.is_compiling():
+        return MatMul8bitLt.apply(A, B, out, bias, state)
+    result = _forward_8bit(A, B, bias, state)  # inference: no autograd.Function around it
+    return out.copy_(result) if out is not None else result
 
 
 def _dequant_4bit(B: Tensor, quant_state: F.QuantState, dtype: torch.dtype) -> Tensor:
