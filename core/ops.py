@@ -214,6 +214,56 @@ def _(A: Tensor, absmax: Tensor, blocksize: int, quant_type: str, shape: list[in
     return torch.empty(tuple(shape), dtype=dtype, device=A.device)
 
 
+def _gemv_4bit_args_fast(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset,
+                         nested_blocksize) -> bool:  # fmt: skip
+    """True when the arguments of ``gemv_4bit`` are well-formed in the common way (plain tensors on one device, the
+    right dtypes and sizes): what :func:`check_gemv_4bit` checks, in one expression instead of a dozen calls (a
+    decoding step checks every linear layer). False sends the arguments through the named checks."""
+    tensor = Tensor
+    if not (isinstance(A, tensor) and isinstance(B, tensor) and isinstance(absmax, tensor)):
+        return False
+    if not isinstance(code, tensor):
+        return False
+    if type(blocksize) is not int or blocksize not in checks.BLOCKSIZES_4BIT or len(shapeB) != 2:
+        return False
+    N, K = shapeB
+    device = A.device
+    if (
+        A.dtype not in checks.FLOAT_DTYPES
+        or A.dim() == 0
+        or A.shape[-1] != K
+        or B.numel() * B.element_size() != (N * K + 1) // 2
+        or code.dtype != torch.float32
+        or code.numel() != 16
+        or B.device != device
+        or absmax.device != device
+        or code.device != device
+    ):
+        return False
+    nb = -(-(N * K) // blocksize)
+    if nested_absmax is None:
+        return nested_code is None and nested_offset is None and absmax.dtype == torch.float32 and absmax.numel() == nb
+    return (
+        isinstance(nested_absmax, tensor)
+        and isinstance(nested_code, tensor)
+        and isinstance(nested_offset, tensor)
+        and type(nested_blocksize) is int
+        and nested_blocksize >= checks.MIN_BLOCKSIZE_8BIT
+        and not nested_blocksize & (nested_blocksize - 1)
+        and absmax.dtype == torch.uint8
+        and absmax.numel() == nb
+        and nested_absmax.dtype == torch.float32
+        and nested_absmax.numel() == -(-nb // nested_blocksize)
+        and nested_code.dtype == torch.float32
+        and nested_code.numel() == 256
+        and nested_offset.dtype == torch.float32
+        and nested_offset.numel() == 1
+        and nested_absmax.device == device
+        and nested_code.device == device
+        and nested_offset.device == device
+    )
+
+
 def check_gemv_4bit(
     A: Tensor,
     B: Tensor,
@@ -226,6 +276,9 @@ def check_gemv_4bit(
     nested_offset: Tensor | None,
     nested_blocksize: int,
 ) -> None:
+    if _gemv_4bit_args_fast(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested_code, nested_offset,
+                            nested_blocksize):  # fmt: skip
+        return
     op = "gemv_4bit"
     checks.dtype_in(op, "A", A, checks.FLOAT_DTYPES)
     checks.tensor(op, "B", B)

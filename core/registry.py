@@ -251,13 +251,29 @@ def _verdicts(op: str, device_type: str, call: dict[str, Any]) -> Iterator[tuple
 
 def select(op: str, device_type: str, call: dict[str, Any]) -> Kernel:
     """The kernel that serves ``op(**call)`` on ``device_type``."""
+    if _forced.get() is None and not _excluded.get() and not _env_forced() and not _env_excluded():
+        for kernel in _chain(op, device_type):  # nothing forced or excluded: _verdicts' walk, in one loop
+            if kernel.backend == REFERENCE:
+                return kernel
+            ok, reason = _backends[kernel.backend].available()
+            if not ok:
+                _warn_unavailable(kernel, reason)
+            elif kernel.check(call) is None:
+                return kernel
+        raise BnbUnavailableError(f"no kernel for op {op!r} on device type {device_type!r}")
     for kernel, reason in _verdicts(op, device_type, call):
         if reason is None:
             return kernel
-        if reason.startswith("backend unavailable") and kernel.backend not in _warned:
-            _warned.add(kernel.backend)
-            warnings.warn(f"bnb_api: {kernel.backend} backend not used: {reason[21:]}", stacklevel=4)
+        if reason.startswith("backend unavailable"):
+            _warn_unavailable(kernel, reason[21:])
     raise BnbUnavailableError(f"no kernel for op {op!r} on device type {device_type!r}")
+
+
+def _warn_unavailable(kernel: Kernel, reason: str) -> None:
+    """Warn once per backend that it was skipped because it is unavailable (``reason``)."""
+    if kernel.backend not in _warned:
+        _warned.add(kernel.backend)
+        warnings.warn(f"bnb_api: {kernel.backend} backend not used: {reason}", stacklevel=5)
 
 
 def explain(op: str, device_type: str, call: dict[str, Any] | None = None) -> list[tuple[Kernel, str]]:
