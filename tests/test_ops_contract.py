@@ -359,3 +359,47 @@ def test_int8_layer_inference_skips_autograd_and_dispatcher_only_where_invisible
     compiled = torch.compile(lambda a: layer(a), fullgraph=True)
     with torch.no_grad():
         assert torch.equal(compiled(x), eager)
+
+
+def test_gemv_fast_check_accepts_only_what_the_named_checks_accept(monkeypatch):
+    """check_gemv_4bit's one-expression path for well-formed calls: True for valid plain and nested calls, and
+    never True for a call the named checks reject (each argument broken in turn)."""
+    from bnb_api.core import ops as core_ops
+
+    W = torch.randn(32, 64)
+    packed, state = bnb_api.functional.quantize_4bit(W, quant_type="nf4", compress_statistics=True)
+    _, plain = bnb_api.functional.quantize_4bit(W, quant_type="nf4", compress_statistics=False)
+    x = torch.randn(1, 64, dtype=torch.bfloat16)
+    nested = [x, packed, [32, 64], state.absmax, state.code, 64, state.state2.absmax, state.state2.code,
+              state.offset.reshape(1).float(), state.state2.blocksize]  # fmt: skip
+    flat = [x, packed, [32, 64], plain.absmax, plain.code, 64, None, None, None, 256]
+    fast = core_ops._gemv_4bit_args_fast
+    assert fast(*nested) and fast(*flat)
+    meta = torch.device("meta")
+    breaks = {
+        0: [x.long(), torch.randn(1, 63), torch.tensor(1.0), x.to(meta)],
+        1: [packed[:-1], packed.to(meta), "bytes"],
+        2: [[32, 64, 1], [31, 64], [32, 62]],
+        3: [state.absmax[:-1], state.absmax.float(), state.absmax.to(meta)],
+        4: [state.code[:8], state.code.double(), state.code.to(meta)],
+        5: [48, 64.0, True, 8192],
+        6: [state.state2.absmax.double(), state.state2.absmax[:0], None, state.state2.absmax.to(meta)],
+        7: [state.state2.code[:16], state.state2.code.half(), None],
+        8: [torch.ones(2), torch.ones(1, dtype=torch.float64), None],
+        9: [32, 100, True, 256.0],
+    }
+    real_checks_only = lambda *a: False  # noqa: E731 - the named checks alone decide
+    for index, values in breaks.items():
+        for value in values:
+            for base in (nested, flat):
+                args = list(base)
+                args[index] = value
+                monkeypatch.setattr(core_ops, "_gemv_4bit_args_fast", real_checks_only)
+                try:
+                    core_ops.check_gemv_4bit(*args)
+                    rejected = False
+                except (bnb_api.BnbError, TypeError, ValueError, AttributeError):
+                    rejected = True
+                monkeypatch.setattr(core_ops, "_gemv_4bit_args_fast", fast)
+                if rejected:
+                    assert not fast(*args), (index, value if not isinstance(value, torch.Tensor) else value.shape)
