@@ -130,6 +130,8 @@ def _output_pool():
 
 def _new_output(shape, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized output tensor; large ones reuse pooled memory (see output_pool.py)."""
+    if math.prod(shape) * dtype.itemsize < POOL_MIN_BYTES:
+        return torch.empty(shape, dtype=dtype)
     return _output_pool().empty(shape, dtype)
 
 
@@ -265,6 +267,29 @@ def supports_dequantize_4bit(A, absmax, blocksize, quant_type, shape, dtype) -> 
     return _blocksize_reason(blocksize, 2) or _on_cpu(A=A, absmax=absmax)
 
 
+def _ok(t, dtype: torch.dtype, numel: int) -> bool:
+    """A contiguous cpu tensor of ``dtype`` with ``numel`` elements (what the C kernels are given)."""
+    return isinstance(t, torch.Tensor) and t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.numel() == numel
+
+
+def _gemv_tensors_ok(A, a_numel, B8, b_numel, absmax, nb, code, nested_absmax, nested_code, nested_offset,
+                     nested_blocksize) -> bool:  # fmt: skip
+    """Every tensor of a gemv call as the kernel needs it, in one pass (a decoding step makes one call per layer);
+    False sends the call through the per-argument checks, which name the bad one."""
+    if not (isinstance(A, torch.Tensor) and A.dtype in _FLOATS and A.is_cpu and A.is_contiguous()):
+        return False
+    if A.numel() != a_numel or not _ok(B8, torch.uint8, b_numel) or not _ok(code, torch.float32, 16):
+        return False
+    if nested_absmax is None:
+        return _ok(absmax, torch.float32, nb)
+    return (
+        _ok(absmax, torch.uint8, nb)
+        and _ok(nested_absmax, torch.float32, _nblocks(nb, nested_blocksize))
+        and _ok(nested_code, torch.float32, 256)
+        and _ok(nested_offset, torch.float32, 1)
+    )
+
+
 def gemv_4bit_cpu(
     A: torch.Tensor, B: torch.Tensor, shapeB: list[int], absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
     nested_absmax: torch.Tensor | None = None, nested_code: torch.Tensor | None = None,
@@ -280,22 +305,26 @@ def gemv_4bit_cpu(
     ffi, lib = _load()
     N, K = shapeB
     rows = math.prod(A.shape[:-1])
-    _need(op, "A", A, _FLOATS, rows * K)
     B8 = B.view(torch.uint8) if B.dtype != torch.uint8 and B.is_contiguous() else B
-    _need(op, "B", B8, (torch.uint8,), (N * K + 1) // 2)
-    _need(op, "code", code, (torch.float32,), 16)
     nb = _nblocks(N * K, blocksize)
+    if not _gemv_tensors_ok(A, rows * K, B8, (N * K + 1) // 2, absmax, nb, code, nested_absmax, nested_code,
+                            nested_offset, nested_blocksize):  # fmt: skip
+        _need(op, "A", A, _FLOATS, rows * K)  # the one that fails raises, naming its argument
+        _need(op, "B", B8, (torch.uint8,), (N * K + 1) // 2)
+        _need(op, "code", code, (torch.float32,), 16)
+        if nested_absmax is None:
+            _need(op, "absmax", absmax, (torch.float32,), nb)
+        else:
+            _need(op, "absmax", absmax, (torch.uint8,), nb)
+            _need(op, "nested_absmax", nested_absmax, (torch.float32,), _nblocks(nb, nested_blocksize))
+            if nested_code is None or nested_offset is None:
+                raise BnbValueError(f"{op}: nested_absmax needs nested_code and nested_offset")
+            _need(op, "nested_code", nested_code, (torch.float32,), 256)
+            _need(op, "nested_offset", nested_offset, (torch.float32,), 1)
     out = _new_output((*A.shape[:-1], N), A.dtype)
     if nested_absmax is None:
-        _need(op, "absmax", absmax, (torch.float32,), nb)
         am, amq, nested, ncode, offset, nlen = _ptr(ffi, absmax, "float *"), ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, 0
     else:
-        _need(op, "absmax", absmax, (torch.uint8,), nb)
-        _need(op, "nested_absmax", nested_absmax, (torch.float32,), _nblocks(nb, nested_blocksize))
-        if nested_code is None or nested_offset is None:
-            raise BnbValueError(f"{op}: nested_absmax needs nested_code and nested_offset")
-        _need(op, "nested_code", nested_code, (torch.float32,), 256)
-        _need(op, "nested_offset", nested_offset, (torch.float32,), 1)
         am, amq = ffi.NULL, _ptr(ffi, absmax, "uint8_t *")
         nested, ncode = _ptr(ffi, nested_absmax, "float *"), _ptr(ffi, nested_code, "float *")
         offset, nlen = _ptr(ffi, nested_offset, "float *"), nested_absmax.numel()
