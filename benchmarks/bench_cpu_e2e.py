@@ -11,7 +11,8 @@ prefill of a 32-token prompt, and the time per decoded token (greedy ``generate`
 best of 3. Transformers keeps ``lm_head`` in bf16 in every variant; its ``F.linear`` per token is timed in the same
 process, and "rest" is the token's time without it (the quantized layers, attention and Python). The first greedy
 tokens of each variant are compared with dense bf16's and with bitsandbytes' for the same format: bnb_api and
-bitsandbytes quantize to the same codes, so they decode the same tokens.
+bitsandbytes quantize to the same codes, so they decode the same tokens. With PEFT installed, the 4-bit variants
+then train: QLoRA (LoRA r=16 on every decoder Linear, ``AdamW8bit``), best of 6 steps on 2 x 128 tokens.
 """
 
 from __future__ import annotations
@@ -88,8 +89,12 @@ def worker(library: str | None, bits: int, path: str, quick: bool) -> dict:
         )  # fmt: skip
     elif bits == 8:
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
+
+    def load_model():
+        return transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cpu", **kwargs)
+
     t0 = time.perf_counter()
-    model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cpu", **kwargs)
+    model = load_model()
     load = time.perf_counter() - t0
     model.eval()
     vocab, hidden = model.config.vocab_size, model.config.hidden_size
@@ -108,8 +113,47 @@ def worker(library: str | None, bits: int, path: str, quick: bool) -> dict:
         model.lm_head(h)
         lm_head = _best(lambda: model.lm_head(h), 10)
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
-    return {"load_s": load, "prefill_s": prefill, "decode_s": decode, "lm_head_s": lm_head, "tokens": tokens,
-            "quantized_layers": quantized, "module": type(model.model.layers[0].mlp.up_proj).__module__}  # fmt: skip
+    result = {"load_s": load, "prefill_s": prefill, "decode_s": decode, "lm_head_s": lm_head, "tokens": tokens,
+              "quantized_layers": quantized, "module": type(model.model.layers[0].mlp.up_proj).__module__}  # fmt: skip
+    if bits == 4:
+        del model
+        result.update(qlora_steps(load_model, vocab, quick))
+    return result
+
+
+def qlora_steps(load_model, vocab: int, quick: bool) -> dict:
+    """QLoRA on a freshly loaded 4-bit model (``load_model()``; bitsandbytes 0.50.2 repacks a CPU layer's weight
+    for inference at its first batch-1 call, after which its training losses fall more slowly) through PEFT (LoRA
+    r=16 on every decoder Linear, seeded) with ``bitsandbytes.optim.AdamW8bit``: the best of 6 steps (forward,
+    backward, optimizer) on 2 x 128 tokens (2 x 32 with ``quick``) and the loss of each step. Empty without PEFT."""
+    try:
+        import peft
+    except ImportError:
+        return {}
+    import bitsandbytes
+
+    model = peft.prepare_model_for_kbit_training(load_model(), use_gradient_checkpointing=False)
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = peft.LoraConfig(r=16, lora_alpha=32, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM")
+    model = peft.get_peft_model(model, config)
+    opt = bitsandbytes.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    ids = torch.randint(0, vocab, (2, 32 if quick else 128), generator=torch.Generator().manual_seed(2))
+    best, losses = None, []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad()
+        t3 = time.perf_counter()
+        losses.append(loss.item())
+        if best is None or t3 - t0 < sum(best):
+            best = (t1 - t0, t2 - t1, t3 - t2)
+    return {"train_fwd_s": best[0], "train_bwd_s": best[1], "train_opt_s": best[2], "train_losses": losses,
+            "train_tokens": ids.numel()}  # fmt: skip
 
 
 def run_variant(library: str | None, bits: int, path: str, quick: bool) -> dict | str:
@@ -175,8 +219,23 @@ def main(argv: list[str] | None = None) -> int:
             note += f", {sum(a == b for a, b in zip(r['tokens'], peer['tokens']))} as bitsandbytes"
         rows.append(Row("decode 1 token", shape, name, r["decode_s"], ratios=ratios, note=note))
     print_table(f"greedy decoding, {shape} (random weights), ms per token (x = baseline time / this time)", rows)
+    train_rows = []
+    peer = results.get("bitsandbytes 4-bit nf4", {})
+    for name, r in results.items():
+        if "train_fwd_s" not in r:
+            continue
+        step = r["train_fwd_s"] + r["train_bwd_s"] + r["train_opt_s"]
+        ratios = {}
+        if name.startswith("bnb_api") and "train_fwd_s" in peer:
+            ratios["bitsandbytes"] = (peer["train_fwd_s"] + peer["train_bwd_s"] + peer["train_opt_s"]) / step
+        note = (f"forward {r['train_fwd_s'] * 1e3:.0f} ms, backward {r['train_bwd_s'] * 1e3:.0f} ms, AdamW8bit "
+                f"{r['train_opt_s'] * 1e3:.1f} ms; {r['train_tokens']} tokens; losses "
+                + " ".join(f"{x:.3f}" for x in r["train_losses"]))  # fmt: skip
+        train_rows.append(Row("QLoRA train step", shape, name, step, ratios=ratios, note=note))
+    if train_rows:
+        print_table(f"QLoRA (PEFT LoRA r=16 on the 4-bit {shape}, AdamW8bit), best of 6 steps", train_rows)
     if args.json:
-        write_json(args.json, "bench_cpu_e2e", rows, {"results": results, "config": cfg})
+        write_json(args.json, "bench_cpu_e2e", rows + train_rows, {"results": results, "config": cfg})
     return 1 if failed else 0
 
 
