@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Row, bnb_available, print_table, write_json  # noqa: E402
+from common import Row, bench, bnb_available, print_table, write_json  # noqa: E402
 
 MARK = "E2E_RESULT "
 PROMPT, NEW_TOKENS, COMPARED = 32, 32, 16
@@ -64,12 +64,7 @@ def build_model(path: str, quick: bool) -> None:
 
 
 def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return bench(fn, repeat=repeat, warmup=0, max_seconds=60.0)["best"]
 
 
 def worker(library: str | None, bits: int, path: str, quick: bool) -> dict:
