@@ -48,6 +48,7 @@ class QuantState:
     nested state (``offset`` + ``state2``) when the absmax itself is 8-bit quantized."""
 
     valid_quant_types = ("fp4", "nf4")
+    _gemv_plan = None  # the batch-1 gemv_4bit of this weight, checked and dispatched once (core.ops.GemvPlan)
     valid_qs_type_keys = [f"bitsandbytes__{x}" for x in valid_quant_types]
     valid_qs_keys = [
         "absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state", "quant_type", "blocksize",
@@ -65,6 +66,12 @@ class QuantState:
         self.offset = offset
         self.state2 = state2
         self.nested = state2 is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy state: everything but the gemv plan (native pointers, rebuilt at the next call)."""
+        state = dict(self.__dict__)
+        state.pop("_gemv_plan", None)
+        return state
 
     def __getattr__(self, name: str):
         # state_dict traversal (FSDP) resolves the packed key "quant_state.bitsandbytes__nf4" by getattr
@@ -330,8 +337,18 @@ def gemv_4bit(
     if state is None:
         raise BnbValueError("gemv_4bit: state (the QuantState of B) is required")
     args = _gemv_4bit_args(A, B, state)
-    gemv = _ops.gemv_4bit_eager if _ops.eager_ok(A, B) else _op.gemv_4bit
-    result = gemv(*args)
+    plan = None if torch.compiler.is_compiling() else state._gemv_plan
+    if plan is not None and plan.fits(args):  # a decoding loop: checked and dispatched at its first token
+        result = plan.run(A)
+    elif _ops.eager_ok(A, B):
+        plan = _ops.gemv_4bit_plan(*args)
+        if plan is not None:
+            state._gemv_plan = plan
+            result = plan.run(A)
+        else:
+            result = _ops.gemv_4bit_eager(*args)
+    else:
+        result = _op.gemv_4bit(*args)
     return out.copy_(result) if out is not None else result
 
 

@@ -360,6 +360,70 @@ def _gemv_4bit_call(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested
                 nested_offset=_c(nested_offset), nested_blocksize=nested_blocksize)  # fmt: skip
 
 
+class GemvPlan:
+    """``gemv_4bit`` checked and dispatched once for one weight, for the batch-1 calls of a decoding loop.
+
+    Built by :func:`gemv_4bit_plan` from a first call; :meth:`fits` says whether another call may reuse it: the
+    same weight memory (every tensor argument at the same address, with the same dtype and size: the plan keeps
+    those tensors alive, so the memory is theirs; kernels read the values at each call), the same non-tensor
+    arguments, an ``A`` of the same dtype and device holding one contiguous row of ``K``, plain eager mode, and an
+    unchanged registry (:func:`registry.selection_token`); :meth:`run` then computes it (the kernel's ``bind``
+    result, or the kernel with the rest of the checked call)."""
+
+    __slots__ = ("keys", "held", "token", "dtype", "device", "K", "run")
+
+    def __init__(self, args: tuple, token: tuple, run) -> None:
+        A = args[0]
+        self.keys = tuple(_memory_key(t) if isinstance(t, Tensor) else ("value", t) for t in args[1:])
+        self.held = tuple(t for t in args[1:] if isinstance(t, Tensor))  # their memory stays theirs
+        self.token, self.run = token, run
+        self.dtype, self.device, self.K = A.dtype, A.device, A.shape[-1]
+
+    def fits(self, args: tuple) -> bool:
+        """True when ``gemv_4bit(*args)`` may be computed by :attr:`run` (``args`` in the op's order)."""
+        A = args[0]
+        if not (
+            isinstance(A, Tensor)
+            and A.dtype == self.dtype
+            and A.device == self.device
+            and A.shape[-1] == self.K
+            and A.numel() == self.K
+            and A.is_contiguous()
+        ):
+            return False
+        for a, key in zip(args[1:], self.keys):
+            if key != (_memory_key(a) if isinstance(a, Tensor) else ("value", a)):
+                return False
+        return eager_ok(A) and registry.selection_token() == self.token
+
+
+def _memory_key(t: Tensor) -> tuple:
+    return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.device)
+
+
+def gemv_4bit_plan(*args) -> GemvPlan | None:
+    """A :class:`GemvPlan` of ``gemv_4bit(*args)`` (the op's arguments in order) when ``A`` is one contiguous row,
+    every tensor is contiguous and plain eager mode allows calling the op's body; None otherwise. Checks the call
+    as the op does (raising the same errors) and selects its kernel."""
+    A = args[0]
+    tensors = [t for t in args if isinstance(t, Tensor)]
+    if not (isinstance(A, Tensor) and A.dim() > 0 and A.numel() == A.shape[-1]):
+        return None
+    if not all(t.is_contiguous() for t in tensors) or not eager_ok(*tensors):
+        return None
+    token = registry.selection_token()
+    call = _gemv_4bit_call(*args)
+    kernel = registry.select("gemv_4bit", A.device.type, call)
+    run = kernel.bind(call) if kernel.bind is not None else None
+    if run is None:
+        fn, rest = kernel.fn, tuple(call.values())[1:]
+
+        def run(a: Tensor) -> Tensor:
+            return fn(a, *rest)
+
+    return GemvPlan(tuple(args), token, run)
+
+
 def gemv_4bit_native(*args) -> Tensor | None:
     """:func:`gemv_4bit_eager` when a backend's own kernel (not the reference) serves the call, else None: how
     ``matmul_4bit`` picks between the gemv and dequantize + matmul for a few rows with one registry selection."""

@@ -41,6 +41,7 @@ KINDS = ("native", "vectorized", "reference")
 
 Probe = Callable[[], "str | None"]
 Supports = Callable[..., "bool | str"]
+Bind = Callable[[dict], "Callable[[Any], Any] | None"]
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Backend:
     def reset(self) -> None:
         """Forget the cached probe result (tests, or after building a library)."""
         self._status = None
+        _changed()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Kernel:
     priority: int = 0
     kind: str = "native"
     supports: Supports | None = None
+    bind: Bind | None = None
 
     def check(self, call: dict[str, Any]) -> str | None:
         """``None`` if this kernel takes ``call`` (the op's arguments by name), else the reason not."""
@@ -131,6 +134,7 @@ def register_backend(
         device_types = (device_types,)
     backend = Backend(name, tuple(device_types), probe, description)
     _backends[name] = backend
+    _changed()
     return backend
 
 
@@ -143,11 +147,16 @@ def register_kernel(
     priority: int = 0,
     kind: str = "native",
     supports: Supports | None = None,
+    bind: Bind | None = None,
 ):
     """Register ``fn`` as ``backend``'s kernel of ``op`` on ``device_type`` (usable as a decorator).
 
     ``fn`` takes the op's arguments in schema order, already checked by the op. ``supports``, if given,
-    takes the same arguments by name and returns ``True`` or a reason string (or ``False``).
+    takes the same arguments by name and returns ``True`` or a reason string (or ``False``); it looks at
+    metadata only (dtypes, shapes, devices, non-tensor arguments), never at values. ``bind`` (optional, ops with
+    plans: ``gemv_4bit``) takes a checked call by name and returns a function of a new first argument of the same
+    dtype, device and shape that computes ``fn`` on it with the rest of the call (or None): the weight-side
+    work done once for a decoding loop (see :func:`bnb_api.core.ops.gemv_4bit_plan`).
     """
     from bnb_api.core.ops import OP_NAMES
 
@@ -159,12 +168,12 @@ def register_kernel(
         raise BnbValueError(f"register_kernel: backend {backend!r} is not registered; call register_backend first")
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        kernel = Kernel(op, backend, device_type, func, priority, kind, supports)
+        kernel = Kernel(op, backend, device_type, func, priority, kind, supports, bind)
         chain = [k for k in _kernels.get((op, device_type), []) if k.backend != backend]
         chain.append(kernel)
         chain.sort(key=lambda k: -k.priority)
         _kernels[(op, device_type)] = chain
-        _chains.clear()
+        _changed()
         return func
 
     return decorate(fn) if fn is not None else decorate
@@ -175,7 +184,7 @@ def unregister_backend(name: str) -> None:
     _backends.pop(name, None)
     for key, chain in list(_kernels.items()):
         _kernels[key] = [k for k in chain if k.backend != name]
-    _chains.clear()
+    _changed()
 
 
 def backends() -> dict[str, Backend]:
@@ -185,6 +194,20 @@ def backends() -> dict[str, Backend]:
 
 _chains: dict[tuple[str, str], tuple[Kernel, ...]] = {}
 """kernels() results, rebuilt after each registration change (dispatch asks on every call)."""
+_epoch = [0]
+"""Counts the changes that can alter a choice of kernel: registrations, removals, probe resets."""
+
+
+def _changed() -> None:
+    _chains.clear()
+    _epoch[0] += 1
+
+
+def selection_token() -> tuple:
+    """Everything besides the call that :func:`select` depends on (registrations, probe resets, the forced and
+    excluded backends of the context and of the environment): equal tokens, equal choices for equal calls."""
+    environ = os.environ
+    return (_epoch[0], _forced.get(), _excluded.get(), environ.get("BNB_API_BACKEND"), environ.get("BNB_API_EXCLUDE"))
 
 
 def kernels(op: str, device_type: str) -> list[Kernel]:

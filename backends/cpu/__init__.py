@@ -52,7 +52,7 @@ def _guard(family) -> None:
                 return True if _inner is None else _inner(*args, **call)
 
             registry.register_kernel(op, NAME, "cpu", kernel.fn, priority=kernel.priority, kind=kernel.kind,
-                                     supports=supports)  # fmt: skip
+                                     supports=supports, bind=kernel.bind)  # fmt: skip
 
 
 def empty_cache() -> int:

@@ -337,6 +337,42 @@ def gemv_4bit_cpu(
     return out
 
 
+def bind_gemv_4bit(call: dict):
+    """``gemv_4bit_cpu`` with the weight of ``call`` (a checked call by name) fixed: the weight-side checks and
+    pointers done once; returns a function of one contiguous row ``A`` of ``call['A']``'s dtype (other inputs go
+    through :func:`gemv_4bit_cpu`), or None when the call is not of that form."""
+    A, B, (N, K) = call["A"], call["B"], call["shapeB"]
+    absmax, code, bs = call["absmax"], call["code"], call["blocksize"]
+    nested_absmax, nested_code, nested_offset = call["nested_absmax"], call["nested_code"], call["nested_offset"]
+    nbs = call["nested_blocksize"]
+    B8 = B.view(torch.uint8) if B.dtype != torch.uint8 and B.is_contiguous() else B
+    nb = _nblocks(N * K, bs)
+    if A.numel() != K or not _gemv_tensors_ok(A, K, B8, (N * K + 1) // 2, absmax, nb, code, nested_absmax,
+                                              nested_code, nested_offset, nbs):  # fmt: skip
+        return None
+    ffi, lib = _load()
+    dtype, dt, shape, row_shape = A.dtype, _dtype_code(lib, A.dtype, "gemv_4bit", "A"), (*A.shape[:-1], N), A.shape
+    nested = nested_absmax is not None
+    fixed = (
+        _ptr(ffi, B8, "uint8_t *"), B8.numel(), N, ffi.NULL if nested else _ptr(ffi, absmax, "float *"),
+        _ptr(ffi, absmax, "uint8_t *") if nested else ffi.NULL, nb, _ptr(ffi, code, "float *"), 16, bs,
+        _ptr(ffi, nested_absmax, "float *"), nested_absmax.numel() if nested else 0, _ptr(ffi, nested_code, "float *"),
+        256 if nested else 0, _ptr(ffi, nested_offset, "float *"), nbs,
+    )  # fmt: skip
+    held = (B8, absmax, code, nested_absmax, nested_code, nested_offset)  # the pointers stay theirs
+    gemv, cast, empty = lib.bnbq_gemv_4bit, ffi.cast, torch.empty
+
+    def run(a: torch.Tensor, held=held) -> torch.Tensor:
+        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.shape == row_shape):
+            return gemv_4bit_cpu(a, *list(call.values())[1:])
+        out = empty(shape, dtype=dtype)
+        rc = gemv(cast("void *", a.data_ptr()), dt, 1, K, *fixed, cast("void *", out.data_ptr()), N, _threads())
+        _check_rc(lib, rc, "gemv_4bit")
+        return out
+
+    return run
+
+
 def supports_gemv_4bit(A, B, shapeB, absmax, code, blocksize, nested_absmax=None, nested_code=None,
                        nested_offset=None, nested_blocksize=256) -> bool | str:  # fmt: skip
     """Any layout (fast SIMD path when K % blocksize == 0); cpu tensors; power-of-two nested blocksize."""
@@ -474,6 +510,10 @@ def supports_int8_mm_outlier(A, CB, SCB, threshold, bias=None) -> bool | str:
 # registration
 # --------------------------------------------------------------------------------------------------
 
+BINDS = {"gemv_4bit": bind_gemv_4bit}
+"""Kernels that prepare a weight once for the batch-1 calls of a decoding loop (``registry.register_kernel``'s
+``bind``)."""
+
 KERNELS = {
     "quantize_blockwise": (quantize_blockwise_cpu, supports_quantize_blockwise),
     "dequantize_blockwise": (dequantize_blockwise_cpu, supports_dequantize_blockwise),
@@ -493,4 +533,5 @@ def register_kernels(backend: str) -> None:
     from bnb_api.core import registry
 
     for op, (fn, supports) in KERNELS.items():
-        registry.register_kernel(op, backend, "cpu", fn, priority=PRIORITY, kind="native", supports=supports)
+        registry.register_kernel(op, backend, "cpu", fn, priority=PRIORITY, kind="native", supports=supports,
+                                 bind=BINDS.get(op))  # fmt: skip
