@@ -48,7 +48,7 @@ class QuantState:
     nested state (``offset`` + ``state2``) when the absmax itself is 8-bit quantized."""
 
     valid_quant_types = ("fp4", "nf4")
-    _gemv_plan = None  # the batch-1 gemv_4bit of this weight, checked and dispatched once (core.ops.GemvPlan)
+    _gemv_plan = None  # the batch-1 gemv_4bit of this weight, checked and dispatched once (core.ops.RowPlan)
     valid_qs_type_keys = [f"bitsandbytes__{x}" for x in valid_quant_types]
     valid_qs_keys = [
         "absmax", "quant_map", "nested_absmax", "nested_quant_map", "quant_state", "quant_type", "blocksize",

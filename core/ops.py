@@ -360,10 +360,12 @@ def _gemv_4bit_call(A, B, shapeB, absmax, code, blocksize, nested_absmax, nested
                 nested_offset=_c(nested_offset), nested_blocksize=nested_blocksize)  # fmt: skip
 
 
-class GemvPlan:
-    """``gemv_4bit`` checked and dispatched once for one weight, for the batch-1 calls of a decoding loop.
+class RowPlan:
+    """An op checked and dispatched once for one weight, for the batch-1 calls of a decoding loop (``gemv_4bit``,
+    ``int8_mm_outlier``: the first argument is the row of activations, the others the weight and its settings).
 
-    Built by :func:`gemv_4bit_plan` from a first call; :meth:`fits` says whether another call may reuse it: the
+    Built by :func:`gemv_4bit_plan` / :func:`int8_mm_outlier_plan` from a first call; :meth:`fits` says whether
+    another call may reuse it: the
     same weight memory (every tensor argument at the same address, with the same dtype and size: the plan keeps
     those tensors alive, so the memory is theirs; kernels read the values at each call), the same non-tensor
     arguments, an ``A`` of the same dtype and device holding one contiguous row of ``K``, plain eager mode, and an
@@ -380,7 +382,7 @@ class GemvPlan:
         self.dtype, self.device, self.K = A.dtype, A.device, A.shape[-1]
 
     def fits(self, args: tuple) -> bool:
-        """True when ``gemv_4bit(*args)`` may be computed by :attr:`run` (``args`` in the op's order)."""
+        """True when the op on ``args`` (in the op's order) may be computed by :attr:`run`."""
         A = args[0]
         if not (
             isinstance(A, Tensor)
@@ -401,10 +403,15 @@ def _memory_key(t: Tensor) -> tuple:
     return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.device)
 
 
-def gemv_4bit_plan(*args) -> GemvPlan | None:
-    """A :class:`GemvPlan` of ``gemv_4bit(*args)`` (the op's arguments in order) when ``A`` is one contiguous row,
-    every tensor is contiguous and plain eager mode allows calling the op's body; None otherwise. Checks the call
-    as the op does (raising the same errors) and selects its kernel."""
+def gemv_4bit_plan(*args) -> RowPlan | None:
+    """A :class:`RowPlan` of ``gemv_4bit(*args)`` (the op's arguments in order), or None (see :func:`_row_plan`)."""
+    return _row_plan("gemv_4bit", args, _gemv_4bit_call)
+
+
+def _row_plan(op: str, args: tuple, checked_call) -> RowPlan | None:
+    """A :class:`RowPlan` of ``op(*args)`` when ``A`` is one row, every tensor is contiguous and plain eager mode
+    allows calling the op's body; None otherwise. ``checked_call(*args)`` checks the call as the op does (raising
+    the same errors) and returns it by name; the registry then selects its kernel."""
     A = args[0]
     tensors = [t for t in args if isinstance(t, Tensor)]
     if not (isinstance(A, Tensor) and A.dim() > 0 and A.numel() == A.shape[-1]):
@@ -412,8 +419,8 @@ def gemv_4bit_plan(*args) -> GemvPlan | None:
     if not all(t.is_contiguous() for t in tensors) or not eager_ok(*tensors):
         return None
     token = registry.selection_token()
-    call = _gemv_4bit_call(*args)
-    kernel = registry.select("gemv_4bit", A.device.type, call)
+    call = checked_call(*args)
+    kernel = registry.select(op, A.device.type, call)
     run = kernel.bind(call) if kernel.bind is not None else None
     if run is None:
         fn, rest = kernel.fn, tuple(call.values())[1:]
@@ -421,7 +428,7 @@ def gemv_4bit_plan(*args) -> GemvPlan | None:
         def run(a: Tensor) -> Tensor:
             return fn(a, *rest)
 
-    return GemvPlan(tuple(args), token, run)
+    return RowPlan(tuple(args), token, run)
 
 
 def gemv_4bit_native(*args) -> Tensor | None:
@@ -627,9 +634,19 @@ def int8_mm_outlier_eager(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, 
     ``|x| >= threshold`` (``threshold > 0``) are taken out and multiplied in ``A.dtype`` against the
     dequantized weight columns. Returns ``A.dtype`` (..., N).
     """
+    return _call("int8_mm_outlier", A.device, _int8_mm_outlier_call(A, CB, SCB, threshold, bias))
+
+
+def _int8_mm_outlier_call(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, bias: Tensor | None) -> dict:
+    """The checked call of ``int8_mm_outlier``: contiguous tensors, a float threshold."""
     check_int8_mm_outlier(A, CB, SCB, threshold, bias)
-    call = dict(A=A.contiguous(), CB=CB.contiguous(), SCB=SCB.contiguous(), threshold=float(threshold), bias=_c(bias))
-    return _call("int8_mm_outlier", A.device, call)
+    return dict(A=A.contiguous(), CB=CB.contiguous(), SCB=SCB.contiguous(), threshold=float(threshold), bias=_c(bias))
+
+
+def int8_mm_outlier_plan(*args) -> RowPlan | None:
+    """A :class:`RowPlan` of ``int8_mm_outlier(*args)`` (the op's arguments in order), or None (see
+    :func:`_row_plan`)."""
+    return _row_plan("int8_mm_outlier", args, _int8_mm_outlier_call)
 
 
 int8_mm_outlier = torch.library.custom_op("bnb_api::int8_mm_outlier", mutates_args=())(int8_mm_outlier_eager)

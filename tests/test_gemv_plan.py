@@ -1,4 +1,4 @@
-"""The batch-1 gemv plan (core.ops.GemvPlan): a decoding loop's gemv_4bit checked and dispatched once per weight.
+"""Batch-1 plans (core.ops.RowPlan): a decoding loop's gemv_4bit or int8_mm_outlier checked and dispatched once.
 
 Each reuse must give exactly what the op gives, and the plan must be rebuilt (or bypassed) whenever that could
 differ: another weight, another input dtype or shape, a forced or excluded backend, tracing or autograd."""
@@ -154,3 +154,63 @@ def test_plan_of_a_bad_call_raises_the_ops_error():
         ops.gemv_4bit_plan(torch.randn(1, 63), packed, [32, 64], st.absmax, st.code, 64, None, None, None, 256)
     assert ops.gemv_4bit_plan(torch.randn(2, 64), packed, [32, 64], st.absmax, st.code, 64, None, None, None,
                               256) is None  # fmt: skip
+
+
+def int8_layer(N: int = 40, K: int = 96) -> bnb_api.nn.Linear8bitLt:
+    torch.manual_seed(N * K)
+    dense = torch.nn.Linear(K, N)
+    q = bnb_api.nn.Linear8bitLt(K, N, has_fp16_weights=False, threshold=6.0)
+    q.load_state_dict(dense.state_dict())
+    return q.to("cpu").eval()
+
+
+def int8_row(K: int = 96) -> torch.Tensor:
+    x = torch.randn(1, K, dtype=torch.bfloat16)
+    x[0, 7] = 9.0  # an outlier column
+    return x
+
+
+def int8_op_result(q: bnb_api.nn.Linear8bitLt, x: torch.Tensor) -> torch.Tensor:
+    return torch.ops.bnb_api.int8_mm_outlier(x, q.state.CB, q.state.SCB, 6.0, q.bias.to(x.dtype))
+
+
+def test_int8_plan_is_built_once_reads_the_weight_and_follows_the_backend():
+    q = int8_layer()
+    with torch.inference_mode():
+        q(int8_row())
+        plan = q.state._int8_plan
+        assert plan is not None
+        for _ in range(3):
+            x = int8_row()
+            assert torch.equal(q(x), int8_op_result(q, x))
+            assert q.state._int8_plan is plan
+        q.state.CB[:5] = -q.state.CB[:5]  # in place: seen by the next call, same plan
+        x = int8_row()
+        assert torch.equal(q(x), int8_op_result(q, x)) and q.state._int8_plan is plan
+        native = q(x)
+        with registry.use_backend("reference"):
+            assert torch.equal(q(x), int8_op_result(q, x))
+        # a backend registered after the plan was built serves the next call (its result is recognizable)
+        registry.register_backend("plan_test_int8", ("cpu",))
+        registry.register_kernel("int8_mm_outlier", "plan_test_int8", "cpu",
+                                 lambda A, CB, SCB, threshold, bias=None: torch.full((*A.shape[:-1], CB.shape[0]), 7.0,
+                                                                                     dtype=A.dtype),
+                                 priority=10_000)  # fmt: skip
+        try:
+            assert torch.equal(q(x), torch.full_like(native, 7.0))
+        finally:
+            registry.unregister_backend("plan_test_int8")
+        assert torch.equal(q(x), native)
+        rows = torch.cat([int8_row(), int8_row()])  # two rows: the op's path
+        assert torch.equal(q(rows), int8_op_result(q, rows))
+
+
+def test_int8_plan_is_left_out_of_copies_and_pickles():
+    q = int8_layer()
+    x = int8_row()
+    with torch.inference_mode():
+        want = q(x)
+        assert q.state._int8_plan is not None
+        for other in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+            assert other.state._int8_plan is None
+            assert torch.equal(other(x), want)

@@ -499,6 +499,38 @@ def int8_mm_outlier_cpu(A: torch.Tensor, CB: torch.Tensor, SCB: torch.Tensor, th
     return out
 
 
+def bind_int8_mm_outlier(call: dict):
+    """``int8_mm_outlier_cpu`` with the weight of ``call`` (a checked call by name) fixed: its checks and pointers
+    done once; returns a function of one contiguous row ``A`` of ``call['A']``'s dtype and shape (others go through
+    :func:`int8_mm_outlier_cpu`), or None when the call is not of that form."""
+    A, CB, SCB, threshold, bias = call["A"], call["CB"], call["SCB"], call["threshold"], call["bias"]
+    N, K = CB.shape
+    if not (isinstance(A, torch.Tensor) and A.dtype in _FLOATS and A.is_cpu and A.is_contiguous() and A.numel() == K):
+        return None
+    if not (_ok(CB, torch.int8, N * K) and _ok(SCB, torch.float32, N)):
+        return None
+    if bias is not None and not (bias.dtype in _FLOATS and _ok(bias, bias.dtype, N)):
+        return None
+    ffi, lib = _load()
+    dtype, row_shape, shape = A.dtype, A.shape, (*A.shape[:-1], N)
+    dt = _dtype_code(lib, dtype, "int8_mm_outlier", "A")
+    bias_dt = 0 if bias is None else _dtype_code(lib, bias.dtype, "int8_mm_outlier", "bias")
+    fixed = (K, _ptr(ffi, CB, "int8_t *"), N, _ptr(ffi, SCB, "float *"), N, float(threshold), _ptr(ffi, bias), bias_dt,
+             0 if bias is None else N)  # fmt: skip
+    held = (CB, SCB, bias)  # the pointers stay theirs
+    mm, cast, empty = lib.bnbq_int8_mm_outlier_row, ffi.cast, torch.empty
+
+    def run(a: torch.Tensor, held=held) -> torch.Tensor:
+        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.shape == row_shape):
+            return int8_mm_outlier_cpu(a, CB, SCB, threshold, bias)
+        out = empty(shape, dtype=dtype)
+        rc = mm(cast("void *", a.data_ptr()), dt, *fixed, cast("void *", out.data_ptr()), N, _threads())
+        _check_rc(lib, rc, "int8_mm_outlier")
+        return out
+
+    return run
+
+
 def supports_int8_mm_outlier(A, CB, SCB, threshold, bias=None) -> bool | str:
     """Batch 1 only (one row of A); larger batches use the composite of the native primitives."""
     if A.numel() != CB.shape[1]:
@@ -510,7 +542,7 @@ def supports_int8_mm_outlier(A, CB, SCB, threshold, bias=None) -> bool | str:
 # registration
 # --------------------------------------------------------------------------------------------------
 
-BINDS = {"gemv_4bit": bind_gemv_4bit}
+BINDS = {"gemv_4bit": bind_gemv_4bit, "int8_mm_outlier": bind_int8_mm_outlier}
 """Kernels that prepare a weight once for the batch-1 calls of a decoding loop (``registry.register_kernel``'s
 ``bind``)."""
 

@@ -79,6 +79,13 @@ class MatmulLtState:
     is_training = True
     has_fp16_weights = True
     use_pool = False
+    _int8_plan = None  # the batch-1 int8_mm_outlier of this weight, checked and dispatched once (core.ops.RowPlan)
+
+    def __getstate__(self) -> dict:
+        """Pickle and deepcopy state: everything but the plan (native pointers, rebuilt at the next call)."""
+        state = dict(self.__dict__)
+        state.pop("_int8_plan", None)
+        return state
 
     def reset_grads(self) -> None:
         """Forget the quantized weight (it is rebuilt from the float weight at the next forward)."""
@@ -116,7 +123,7 @@ def _quantize_float_weight(B: Tensor, state: MatmulLtState) -> None:
 def _forward_8bit(A: Tensor, B: Tensor, bias: Tensor | None, state: MatmulLtState) -> Tensor:
     """LLM.int8() ``A @ W.T (+ bias)`` without autograd: (re)quantizes a float weight ``B`` into ``state`` when
     needed, then ``int8_mm_outlier``, whose body runs directly where :func:`~bnb_api.core.ops.eager_ok` allows (the
-    torch dispatcher's wrappers cost more than a small layer's kernel)."""
+    torch dispatcher's wrappers cost more than a small layer's kernel), batch-1 calls through the weight's plan."""
     if state.CB is None or state.SCB is None:
         _quantize_float_weight(B, state)
     elif state.has_fp16_weights and getattr(state, "_weight_key", None) != _weight_key(B):
@@ -124,9 +131,17 @@ def _forward_8bit(A: Tensor, B: Tensor, bias: Tensor | None, state: MatmulLtStat
     if A.numel() == 0:
         return _empty_out(A, state.CB.shape[0])
     b = None if bias is None else bias.to(A.dtype)
-    CB, SCB = state.CB, state.SCB
-    mm = _ops.int8_mm_outlier_eager if _ops.eager_ok(A, CB, SCB, b) else _op.int8_mm_outlier
-    return mm(A, CB, SCB, float(state.threshold), b)
+    args = (A, state.CB, state.SCB, float(state.threshold), b)
+    if torch.compiler.is_compiling() or not _ops.eager_ok(*args[:3], b):
+        return _op.int8_mm_outlier(*args)
+    plan = state._int8_plan
+    if plan is not None and plan.fits(args):  # a decoding loop: checked and dispatched at its first token
+        return plan.run(A)
+    plan = _ops.int8_mm_outlier_plan(*args)
+    if plan is None:
+        return _ops.int8_mm_outlier_eager(*args)
+    state._int8_plan = plan
+    return plan.run(A)
 
 
 class MatMul8bitLt(torch.autograd.Function):
