@@ -68,7 +68,7 @@ class QuantState:
         self.nested = state2 is not None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle and deepcopy state: everything but the gemv plan (native pointers, rebuilt at the next call)."""
+        """Pickle and deepcopy state: everything but the batch-1 plan (native pointers, rebuilt at the next call)."""
         state = dict(self.__dict__)
         state.pop("_gemv_plan", None)
         return state

@@ -154,9 +154,9 @@ def register_kernel(
     ``fn`` takes the op's arguments in schema order, already checked by the op. ``supports``, if given,
     takes the same arguments by name and returns ``True`` or a reason string (or ``False``); it looks at
     metadata only (dtypes, shapes, devices, non-tensor arguments), never at values. ``bind`` (optional, ops with
-    plans: ``gemv_4bit``) takes a checked call by name and returns a function of a new first argument of the same
-    dtype, device and shape that computes ``fn`` on it with the rest of the call (or None): the weight-side
-    work done once for a decoding loop (see :func:`bnb_api.core.ops.gemv_4bit_plan`).
+    batch-1 plans: ``gemv_4bit``, ``int8_mm_outlier``) takes a checked call by name and returns a function of a new
+    first argument of the same dtype, device and shape that computes ``fn`` on it with the rest of the call (or
+    None): the weight-side work done once for a decoding loop (see :class:`bnb_api.core.ops.RowPlan`).
     """
     from bnb_api.core.ops import OP_NAMES
 
