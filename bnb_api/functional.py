@@ -336,19 +336,7 @@ def gemv_4bit(
     Nested statistics are decoded inside the kernel (never materialized)."""
     if state is None:
         raise BnbValueError("gemv_4bit: state (the QuantState of B) is required")
-    args = _gemv_4bit_args(A, B, state)
-    plan = None if torch.compiler.is_compiling() else state._gemv_plan
-    if plan is not None and plan.fits(args):  # a decoding loop: checked and dispatched at its first token
-        result = plan.run(A)
-    elif _ops.eager_ok(A, B):
-        plan = _ops.gemv_4bit_plan(*args)
-        if plan is not None:
-            state._gemv_plan = plan
-            result = plan.run(A)
-        else:
-            result = _ops.gemv_4bit_eager(*args)
-    else:
-        result = _op.gemv_4bit(*args)
+    result = _ops.call_planned("gemv_4bit", _gemv_4bit_args(A, B, state), state, "_gemv_plan")
     return out.copy_(result) if out is not None else result
 
 

@@ -364,7 +364,7 @@ class RowPlan:
     """An op checked and dispatched once for one weight, for the batch-1 calls of a decoding loop (``gemv_4bit``,
     ``int8_mm_outlier``: the first argument is the row of activations, the others the weight and its settings).
 
-    Built by :func:`gemv_4bit_plan` / :func:`int8_mm_outlier_plan` from a first call; :meth:`fits` says whether
+    Built by :func:`call_planned` (or :func:`gemv_4bit_plan`) from a first call; :meth:`fits` says whether
     another call may reuse it: the
     same weight memory (every tensor argument at the same address, with the same dtype and size: the plan keeps
     those tensors alive, so the memory is theirs; kernels read the values at each call), the same non-tensor
@@ -393,14 +393,38 @@ class RowPlan:
             and A.is_contiguous()
         ):
             return False
+        tensors = [A]
         for a, key in zip(args[1:], self.keys):
-            if key != (_memory_key(a) if isinstance(a, Tensor) else ("value", a)):
+            if isinstance(a, Tensor):
+                if key != _memory_key(a):
+                    return False
+                tensors.append(a)
+            elif key != ("value", a):
                 return False
-        return eager_ok(A) and registry.selection_token() == self.token
+        return eager_ok(*tensors) and registry.selection_token() == self.token
 
 
 def _memory_key(t: Tensor) -> tuple:
     return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.device)
+
+
+def call_planned(op: str, args: tuple, owner: object, attr: str) -> Tensor:
+    """``torch.ops.bnb_api.<op>(*args)`` for an op with batch-1 plans (``gemv_4bit``, ``int8_mm_outlier``), through
+    the plan kept on ``owner`` (attribute ``attr``: the weight's state) when it fits, else building one where the
+    call allows it; the op's body where plain eager mode allows (see :func:`eager_ok`), the dispatched op otherwise
+    (tracing, modes, autograd)."""
+    if not torch.compiler.is_compiling():
+        plan = getattr(owner, attr, None)
+        if plan is not None and plan.fits(args):  # a decoding loop: checked and dispatched at its first token
+            return plan.run(args[0])
+        if eager_ok(*[a for a in args if isinstance(a, Tensor)]):
+            eager, checked_call = _PLANNED[op]
+            plan = _row_plan(op, args, checked_call)
+            if plan is None:
+                return eager(*args)
+            setattr(owner, attr, plan)
+            return plan.run(args[0])
+    return getattr(torch.ops.bnb_api, op)(*args)
 
 
 def gemv_4bit_plan(*args) -> RowPlan | None:
@@ -643,10 +667,11 @@ def _int8_mm_outlier_call(A: Tensor, CB: Tensor, SCB: Tensor, threshold: float, 
     return dict(A=A.contiguous(), CB=CB.contiguous(), SCB=SCB.contiguous(), threshold=float(threshold), bias=_c(bias))
 
 
-def int8_mm_outlier_plan(*args) -> RowPlan | None:
-    """A :class:`RowPlan` of ``int8_mm_outlier(*args)`` (the op's arguments in order), or None (see
-    :func:`_row_plan`)."""
-    return _row_plan("int8_mm_outlier", args, _int8_mm_outlier_call)
+_PLANNED = {
+    "gemv_4bit": (gemv_4bit_eager, _gemv_4bit_call),
+    "int8_mm_outlier": (int8_mm_outlier_eager, _int8_mm_outlier_call),
+}
+"""The ops with batch-1 plans: their eager body and checked call (:func:`call_planned`)."""
 
 
 int8_mm_outlier = torch.library.custom_op("bnb_api::int8_mm_outlier", mutates_args=())(int8_mm_outlier_eager)

@@ -132,16 +132,7 @@ def _forward_8bit(A: Tensor, B: Tensor, bias: Tensor | None, state: MatmulLtStat
         return _empty_out(A, state.CB.shape[0])
     b = None if bias is None else bias.to(A.dtype)
     args = (A, state.CB, state.SCB, float(state.threshold), b)
-    if torch.compiler.is_compiling() or not _ops.eager_ok(*args[:3], b):
-        return _op.int8_mm_outlier(*args)
-    plan = state._int8_plan
-    if plan is not None and plan.fits(args):  # a decoding loop: checked and dispatched at its first token
-        return plan.run(A)
-    plan = _ops.int8_mm_outlier_plan(*args)
-    if plan is None:
-        return _ops.int8_mm_outlier_eager(*args)
-    state._int8_plan = plan
-    return plan.run(A)
+    return _ops.call_planned("int8_mm_outlier", args, state, "_int8_plan")
 
 
 class MatMul8bitLt(torch.autograd.Function):
