@@ -315,7 +315,8 @@ def test_simd_equals_generic(optimizer, isa):
 
 def _code_books() -> dict[str, torch.Tensor]:
     """Sorted 256-entry code books that reach every search: the optimizers' dynamic maps, random ones, ones
-    with codes on powers of two (midpoints near octave edges), one reaching past +-1, one too dense for any
+    with codes on powers of two (midpoints near octave edges), two reaching past +-1 (one with midpoints at
+    exactly +-1, where values an ulp past +-1 must count as +-1), one too dense for any
     table, one with a zero midpoint, one with midpoints below 2^-30 (no octave table) and one with equal
     codes."""
     gen = torch.Generator().manual_seed(1)
@@ -325,6 +326,8 @@ def _code_books() -> dict[str, torch.Tensor]:
     sixth = 2.0 ** -(torch.arange(129.0) / 6)  # 6 codes an octave down to 2^-21
     tiny = torch.sort(torch.cat([-sixth[:126], torch.tensor([1e-12, 2e-12]), sixth[:128]])).values
     repeated = torch.sort(torch.cat([torch.rand(200, generator=gen) * 2 - 1, torch.full((56,), 0.25)])).values
+    outer = torch.tensor([0.75, 1.25, 1.5, 1.75])
+    at_one = torch.sort(torch.cat([sixth[4:128], -sixth[4:129], outer, -outer[:3]])).values
     return {
         "signed": SIGNED,
         "unsigned": UNSIGNED,
@@ -334,6 +337,7 @@ def _code_books() -> dict[str, torch.Tensor]:
         "positive powers of two": 2.0 ** -(torch.arange(255.0, -1.0, -1.0) / 12),
         "zero midpoint": torch.sort(torch.cat([-pow2, pow2])).values,
         "past one": past_one,
+        "midpoints at one": at_one,
         "dense": torch.cat([-torch.ones(1), 0.5 + 1e-4 * torch.arange(255.0)]),
         "tiny midpoints": tiny,
         "repeated": repeated,
@@ -367,6 +371,73 @@ def test_nearest_code_search_is_exact(isa):
         assert odd.dtype == torch.uint8 and odd.numel() == 21
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_8bit_step_with_every_code_book(isa):
+    """AdamW 8-bit steps whose first state uses each code book of _code_books (each search kind, octave tables
+    with and without clamping; the second state too when the book has no negative code), states that reach
+    their block's absmax (scaled values at +-1 and an ulp past): every SIMD path gives the generic oracle's bits."""
+    gen = torch.Generator().manual_seed(5)
+    n, bs = 40_009, 64  # above the size from which the kernels build search tables
+    for name, q in _code_books().items():
+        p = torch.randn(n, generator=gen)
+        g = torch.randn(n, generator=gen) * 0.5
+        m = torch.randn(n, generator=gen) * 0.1
+        v = torch.rand(n, generator=gen) * 0.05
+        q2 = q if q.min() >= 0 else UNSIGNED
+        s1, a1 = quantize_flat(m, q, bs)
+        s2, a2 = quantize_flat(v, q2, bs)
+        case = [p, g, s1, s2, a1, a2, q, q2]
+        for step in (1, 2, 3):
+            hp = hparams("adamw", step, 0.01, blocksize=bs)
+            oracle, got = clone(case), clone(case)
+            with kernels_optim.forced_isa("generic"):
+                run_native(oracle, "adamw", hp)
+            with kernels_optim.forced_isa(isa):
+                run_native(got, "adamw", hp)
+            _assert_identical([oracle], [got], f"{isa}, code book {name}, step {step}")
+            case = got
+
+
+def test_scaled_block_values_stay_within_one():
+    """What lets the octave requantization skip its clamp (optim_avx512.c, v_scaled64): RN(a * RN(1 / a)) <= 1
+    for every float32 a in [1, 2), hence (exact power-of-two scaling) for every a whose reciprocal is normal;
+    above 2^126, where the reciprocal is subnormal, products past 1 exist and those blocks are clamped."""
+    a = torch.arange(0x3F800000, 0x40000000, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    assert (a * (1.0 / a)).max().item() == 1.0
+    huge = torch.arange(0x7E800000, 0x7E900000, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    assert (huge * (1.0 / huge)).max().item() > 1.0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_8bit_step_with_huge_states(isa):
+    """Blocks whose absmax is near float32's maximum (scaled values can round past +-1 there, so they are
+    clamped), with a code book that has midpoints at exactly +-1: every SIMD path gives the generic oracle's
+    codes, absmax and parameters."""
+    q = _code_books()["midpoints at one"]
+    gen = torch.Generator().manual_seed(6)
+    n, bs = 40_009, 64
+    p = torch.randn(n, generator=gen)
+    g = torch.randn(n, generator=gen) * 0.5
+    m = torch.randn(n, generator=gen) * 0.1
+    m[: n // 2] *= 2e39  # up to ~1e39 * 0.4 in the first half: blocks with absmax between 2^126 and FLT_MAX
+    m = m.clamp(-3.3e38, 3.3e38)
+    v = torch.rand(n, generator=gen) * 0.05
+    s1, a1 = quantize_flat(m, q, bs)
+    s2, a2 = quantize_flat(v, UNSIGNED, bs)
+    assert (a1 > 2.0**126).sum() > 100
+    case = [p, g, s1, s2, a1, a2, q, UNSIGNED]
+    hp = hparams("adamw", 2, 0.0, blocksize=bs)
+    oracle, got = clone(case), clone(case)
+    with kernels_optim.forced_isa("generic"):
+        run_native(oracle, "adamw", hp)
+    with kernels_optim.forced_isa(isa):
+        run_native(got, "adamw", hp)
+    for j, what in ((0, "p"), (2, "state1"), (3, "state2"), (4, "absmax1"), (5, "absmax2")):
+        assert torch.equal(oracle[j], got[j]) or torch.allclose(oracle[j], got[j], rtol=0, atol=0, equal_nan=True), (
+            f"{isa}: {what} differs"
+        )
+
+
 def test_search_kinds():
     """The dynamic maps get the fastest search the CPU allows, and code books a table cannot serve fall back
     (so test_nearest_code_search_is_exact covers each kind)."""
@@ -382,7 +453,7 @@ def test_search_kinds():
     if "avx512vbmi" not in ISAS:
         pytest.skip("this CPU has no AVX-512 VBMI: no octave tables")
     with kernels_optim.forced_isa("avx512vbmi"):
-        for name in ("signed", "unsigned", "powers of two", "positive powers of two", "past one"):
+        for name in ("signed", "unsigned", "powers of two", "positive powers of two", "past one", "midpoints at one"):
             assert kernels_optim.search_kind(books[name]) == "octave", name
         for name in ("zero midpoint", "tiny midpoints"):
             assert kernels_optim.search_kind(books[name]) == "bucket", name

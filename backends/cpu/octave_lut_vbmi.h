@@ -121,9 +121,11 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bu
                             _mm512_and_si512(ent, _mm512_set1_epi16(0x1ff)));
 }
 
-/* Bucket bases (64 bytes, memory order) of the 64 values x[0..3] (16 each), all in [-1, 1]. */
-LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64(const octave_lut *t,
-                                                                                     const __m512 x[4]) {
+/* Bucket bases (64 bytes, memory order) of the 64 values x[0..3] (16 each), all in [-1, 1]; nonneg is t->nonneg
+ * (a separate argument so that loops can be specialized on it). */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64_k(const octave_lut *t,
+                                                                                       const __m512 x[4],
+                                                                                       const int nonneg) {
     /* word 2i+1 (the top half of float i) of the first source for i < 16, of the second for i >= 16 */
     static const uint16_t top[32] __attribute__((aligned(64))) = {
         1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
@@ -136,8 +138,8 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_ba
     const __m512i tw = _mm512_load_si512((const void *)top);
     const __m512i h0 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[0]), tw, _mm512_castps_si512(x[1]));
     const __m512i h1 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[2]), tw, _mm512_castps_si512(x[3]));
-    const __m512i w0 = t->nonneg ? octave_lut_bucket32_nonneg(t, h0) : octave_lut_bucket32(t, h0);
-    const __m512i w1 = t->nonneg ? octave_lut_bucket32_nonneg(t, h1) : octave_lut_bucket32(t, h1);
+    const __m512i w0 = nonneg ? octave_lut_bucket32_nonneg(t, h0) : octave_lut_bucket32(t, h0);
+    const __m512i w1 = nonneg ? octave_lut_bucket32_nonneg(t, h1) : octave_lut_bucket32(t, h1);
     const __m512i p0 = _mm512_load_si512((const void *)low);
     const __m512i lo8 = _mm512_permutex2var_epi8(w0, p0, w1);
     /* bit 8 of the buckets straight from the words (mask registers, no byte permute) */
@@ -152,6 +154,12 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_ba
                                               _mm512_permutex2var_epi8(OCT_T(6), lo8, OCT_T(7)));
 #undef OCT_T
     return _mm512_mask_blend_epi8(b8, q0, q1);
+}
+
+/* octave_lut_base64_k with the table's own nonneg flag. */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64(const octave_lut *t,
+                                                                                     const __m512 x[4]) {
+    return octave_lut_base64_k(t, x, t->nonneg);
 }
 
 /* Codes of x[0..3] from their bases: base + (mid[base] < x); L holds mid_planes. */

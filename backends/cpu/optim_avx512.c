@@ -117,14 +117,16 @@ __attribute__((noinline)) LUT256_TARGET static void dequant_vbmi_tile(const bnbo
                                                                       float *out) {
     lut256 L;
     lut256_load(&L, t->planes);
-    __m512 a = _mm512_setzero_ps();
-    for (int64_t i = 0; i < tlen; i += 64) {
-        if (i % bs == 0) a = _mm512_set1_ps(am[i / bs]);
-        const int64_t cnt = tlen - i < 64 ? tlen - i : 64;
-        const __mmask64 m = cnt == 64 ? ~(__mmask64)0 : (((__mmask64)1 << cnt) - 1);
-        __m512 v[4];
-        lut256_lookup64(&L, _mm512_maskz_loadu_epi8(m, c + i), v);
-        for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, _mm512_mul_ps(v[j], a));
+    for (int64_t b = 0; b < tlen; b += bs, am++) { /* bs: a power of two >= 64 */
+        const __m512 a = _mm512_set1_ps(*am);
+        const int64_t e = tlen - b < bs ? tlen : b + bs;
+        for (int64_t i = b; i < e; i += 64) {
+            __m512 v[4];
+            const __m512i codes = e - i >= 64 ? _mm512_loadu_si512((const void *)(c + i))
+                                              : _mm512_maskz_loadu_epi8(((__mmask64)1 << (e - i)) - 1, c + i);
+            lut256_lookup64(&L, codes, v);
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, _mm512_mul_ps(v[j], a));
+        }
     }
 }
 
@@ -146,7 +148,7 @@ BNBO_INLINE void v_dequant_tile(const bnbo_job *job, const bnbo_qtab *t, const u
         dequant_vbmi_tile(t, c, tlen, bs, am, out);
         return;
     }
-    for (int64_t o = 0; o < tlen; o += bs) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, am[o / bs], out + o);
+    for (int64_t o = 0; o < tlen; o += bs, am++) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, *am, out + o);
 }
 
 /* The 255 midpoints (+inf pad) as a 16 x 16 table in registers: split = mid[16k + 15], col[j][h] = mid[16h + j]. */
@@ -230,28 +232,31 @@ BNBO_INLINE __mmask16 v_lanes16(int64_t cnt, int j) {
     return c >= 16 ? (__mmask16)0xffff : c <= 0 ? (__mmask16)0 : (__mmask16)((1u << c) - 1u);
 }
 
-/* x[0..3] = the 64 values at vals (cnt of them, zeros after) times vinv, clamped to [-1, 1]. */
-LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512 vinv, __m512 x[4]) {
+/* x[0..3] = the 64 values at vals (cnt of them, zeros after) times vinv, clamped to [-1, 1] when clamp (as
+ * k_requant's searches clamp). Blocks with absmax am below 2^126 need no clamp: |vals| <= am and inv = RN(1 / am)
+ * give |RN(vals * inv)| <= RN(am * inv) <= 1 (rounding is monotone, and RN(a * RN(1 / a)) <= 1 for every normal
+ * float32 a whose reciprocal is normal, checked exhaustively), so only NaN (which may get any code) differ. */
+LUT256_TARGET BNBO_INLINE void v_scaled64(const float *vals, int64_t cnt, __m512 vinv, __m512 x[4], const int clamp) {
     const __m512 one = _mm512_set1_ps(1.0f), mone = _mm512_set1_ps(-1.0f);
     for (int j = 0; j < 4; j++) {
         const float *p = vals + 16 * j;
-        const __m512 v = cnt >= 64 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(v_lanes16(cnt, j), p);
-        x[j] = _mm512_max_ps(_mm512_min_ps(_mm512_mul_ps(v, vinv), one), mone);
+        x[j] = _mm512_mul_ps(cnt >= 64 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(v_lanes16(cnt, j), p), vinv);
+        if (clamp) x[j] = _mm512_max_ps(_mm512_min_ps(x[j], one), mone);
     }
 }
 
 /* Phase 1 of requant_oct_tile for 64 values at i (cnt valid): scaled values back to vals, bases to codes. */
 LUT256_TARGET BNBO_INLINE void v_oct_bases64(const octave_lut *t, float *vals, int64_t cnt, __m512 vinv,
-                                             uint8_t *codes) {
+                                             uint8_t *codes, const int nonneg, const int clamp) {
     __m512 x[4];
-    v_scaled64(vals, cnt, vinv, x);
+    v_scaled64(vals, cnt, vinv, x, clamp);
     if (cnt >= 64) {
         for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + 16 * j, x[j]);
-        _mm512_storeu_si512((void *)codes, octave_lut_base64(t, x));
+        _mm512_storeu_si512((void *)codes, octave_lut_base64_k(t, x, nonneg));
         return;
     }
     for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(vals + 16 * j, v_lanes16(cnt, j), x[j]);
-    _mm512_mask_storeu_epi8(codes, v_mask64(cnt), octave_lut_base64(t, x));
+    _mm512_mask_storeu_epi8(codes, v_mask64(cnt), octave_lut_base64_k(t, x, nonneg));
 }
 
 /* Phase 2 of requant_oct_tile for 64 values (cnt valid): codes = base + (mid[base] < x). */
@@ -267,19 +272,31 @@ LUT256_TARGET BNBO_INLINE void v_oct_codes64(const lut256 *L, const float *vals,
     _mm512_mask_storeu_epi8(codes, m, octave_lut_finish64(L, _mm512_maskz_loadu_epi8(m, codes), x));
 }
 
-/* codes of the tlen values of a tile of whole bs-blocks, vals * (1 / am[block]) clamped to [-1, 1] (exactly as
- * k_requant's other searches). Two passes over the tile, bases then codes, so each pass is a loop of
- * independent steps; the first leaves the scaled values in vals for the second. */
-__attribute__((noinline)) LUT256_TARGET static void requant_oct_tile(const octave_lut *t, float *vals, int64_t tlen,
-                                                                     int64_t bs, const float *am, uint8_t *codes) {
-    for (int64_t b = 0; b < tlen; b += bs) { /* bs >= 64, a power of two: 64-value steps stay in one block */
-        const float amax = am[b / bs];
+/* Phase 1 of requant_oct_tile over the tile's blocks; nonneg = t->nonneg, a constant after inlining. */
+LUT256_TARGET BNBO_INLINE void v_oct_bases_tile(const octave_lut *t, float *vals, int64_t tlen, int64_t bs,
+                                                const float *am, uint8_t *codes, const int nonneg) {
+    for (int64_t b = 0; b < tlen; b += bs, am++) { /* bs >= 64, a power of two: 64-value steps stay in one block */
+        const float amax = *am;
         float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
         if (inv > FLT_MAX) inv = FLT_MAX;
         const __m512 vinv = _mm512_set1_ps(inv);
         const int64_t e = tlen - b < bs ? tlen : b + bs;
-        for (int64_t i = b; i < e; i += 64) v_oct_bases64(t, vals + i, e - i, vinv, codes + i);
+        if (amax < 0x1p126f) /* see v_scaled64 */
+            for (int64_t i = b; i < e; i += 64) v_oct_bases64(t, vals + i, e - i, vinv, codes + i, nonneg, 0);
+        else
+            for (int64_t i = b; i < e; i += 64) v_oct_bases64(t, vals + i, e - i, vinv, codes + i, nonneg, 1);
     }
+}
+
+/* codes of the tlen values of a tile of whole bs-blocks: the nearest codes of vals * (1 / am[block]) clamped to
+ * [-1, 1], as k_requant's other searches give them. Two passes over the tile, bases then codes, so each pass is
+ * a loop of independent steps; the first leaves the scaled values in vals for the second. */
+__attribute__((noinline)) LUT256_TARGET static void requant_oct_tile(const octave_lut *t, float *vals, int64_t tlen,
+                                                                     int64_t bs, const float *am, uint8_t *codes) {
+    if (t->nonneg)
+        v_oct_bases_tile(t, vals, tlen, bs, am, codes, 1);
+    else
+        v_oct_bases_tile(t, vals, tlen, bs, am, codes, 0);
     lut256 L;
     lut256_load(&L, t->mid_planes);
     for (int64_t i = 0; i < tlen; i += 64) v_oct_codes64(&L, vals + i, tlen - i, codes + i);

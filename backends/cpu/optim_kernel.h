@@ -134,12 +134,13 @@ BNBO_INLINE void KNAME(k_chunk32)(const int fam, const int dt, const bnbo_job *j
 }
 
 /* cnt (<= VW) elements at offset i of the block starting at b0 of an 8-bit-state parameter; the block's
- * dequantized states are in scratch (state j at scratch + j * job->tile) and are replaced by the new ones. */
-BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const bnbo_job *job, const bnbo_consts *k,
+ * dequantized states are in scratch (state j at scratch + j * bs, bs = job->tile) and are replaced by the new
+ * ones. sg is the caller's local copy: the intrinsics' stores may alias anything, so fields read through a
+ * pointer would be reloaded at every vector. */
+BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const int64_t bs, const bnbo_consts *k,
                                  const bnbo_seg *sg, int64_t b0, int64_t i, int cnt, int mode,
                                  float lr_s, float *scratch, vsq *au, vsq *ap, vf *mx) {
     const int ns = BNBO_FAM_NSTATES(fam);
-    const int64_t bs = job->tile;
     vf s[3];
     for (int j = 0; j < 3; j++) s[j] = j < ns ? v_load_f32(scratch + j * bs + i, cnt) : v_set1(0.0f);
     vf p = v_load_dt(dt, sg->p, b0 + i, cnt);
@@ -192,7 +193,7 @@ BNBO_INLINE void KNAME(k_requant)(const bnbo_qtab *tab, const float *vals, int64
 BNBO_INLINE void v_dequant_tile(const bnbo_job *job, const bnbo_qtab *t, const uint8_t *c, int64_t tlen,
                                 const float *am, float *out) {
     const int64_t bs = job->blocksize;
-    for (int64_t o = 0; o < tlen; o += bs) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, am[o / bs], out + o);
+    for (int64_t o = 0; o < tlen; o += bs, am++) v_dequant(job, t, c + o, tlen - o < bs ? tlen - o : bs, *am, out + o);
 }
 #endif
 
@@ -206,43 +207,56 @@ BNBO_INLINE void KNAME(k_requant_tile)(const bnbo_job *job, const bnbo_qtab *tab
         return;
     }
 #endif
-    for (int64_t o = 0; o < tlen; o += bs)
-        KNAME(k_requant)(tab, vals + o, tlen - o < bs ? tlen - o : bs, am[o / bs], codes + o);
+    for (int64_t o = 0; o < tlen; o += bs, am++)
+        KNAME(k_requant)(tab, vals + o, tlen - o < bs ? tlen - o : bs, *am, codes + o);
 }
 
 /* Elements [lo, hi) in tiles of job->tile elements (whole blocks): dequantize the tile's states, update
- * block by block (each block's new absmax), requantize the tile. */
-BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
-                                 int64_t hi, int mode, float lr_s, double *acc, float *scratch) {
+ * block by block (each block's new absmax), requantize the tile. mode is a constant after inlining; job and
+ * seg are read into locals once (see k_elems8). */
+BNBO_INLINE void KNAME(k_chunk8_mode)(const int fam, const int dt, const int mode, const bnbo_job *job,
+                                      const bnbo_seg *seg, int64_t lo, int64_t hi, float lr_s, double *acc,
+                                      float *scratch) {
     const int ns = BNBO_FAM_NSTATES(fam);
     const int64_t bs = job->blocksize, tile = job->tile;
     const bnbo_consts k = job->k;
-    for (int64_t t0 = lo; t0 < hi; t0 += tile) {
+    const bnbo_seg sg = *seg;
+    const int64_t tile_blocks = tile / bs; /* the tile holds whole blocks; lo is on a block boundary */
+    for (int64_t t0 = lo, tb = lo / bs; t0 < hi; t0 += tile, tb += tile_blocks) {
         const int64_t tlen = hi - t0 < tile ? hi - t0 : tile;
         for (int j = 0; j < ns; j++)
-            v_dequant_tile(job, job->tab[j], sg->c[j] + t0, tlen, sg->am[j] + t0 / bs, scratch + j * tile);
-        for (int64_t o = 0; o < tlen; o += bs) {
+            v_dequant_tile(job, job->tab[j], sg.c[j] + t0, tlen, sg.am[j] + tb, scratch + j * tile);
+        int64_t blk = tb;
+        for (int64_t o = 0; o < tlen; o += bs, blk++) {
             const int64_t b0 = t0 + o, len = tlen - o < bs ? tlen - o : bs;
             vf mx[3] = {v_set1(0.0f), v_set1(0.0f), v_set1(0.0f)};
             vsq au = v_sq_zero(), ap = v_sq_zero();
             int64_t i = 0;
             for (; i + VW <= len; i += VW) {
-                KNAME(k_prefetch)(ns, dt, 1, sg, b0 + i);
-                KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, VW, mode, lr_s, scratch + o, &au, &ap, mx);
+                KNAME(k_prefetch)(ns, dt, 1, &sg, b0 + i);
+                KNAME(k_elems8)(fam, dt, tile, &k, &sg, b0, i, VW, mode, lr_s, scratch + o, &au, &ap, mx);
             }
             if (i < len)
-                KNAME(k_elems8)(fam, dt, job, &k, sg, b0, i, (int)(len - i), mode, lr_s, scratch + o, &au, &ap, mx);
+                KNAME(k_elems8)(fam, dt, tile, &k, &sg, b0, i, (int)(len - i), mode, lr_s, scratch + o, &au, &ap, mx);
             if (mode == BNBO_MODE_NORM) {
                 acc[0] += v_sq_sum(au);
                 acc[1] += v_sq_sum(ap);
                 continue;
             }
-            for (int j = 0; j < ns; j++) sg->am[j][b0 / bs] = v_hmax(mx[j]);
+            for (int j = 0; j < ns; j++) sg.am[j][blk] = v_hmax(mx[j]);
         }
         if (mode == BNBO_MODE_APPLY)
             for (int j = 0; j < ns; j++)
-                KNAME(k_requant_tile)(job, job->tab[j], scratch + j * tile, tlen, sg->am[j] + t0 / bs, sg->c[j] + t0);
+                KNAME(k_requant_tile)(job, job->tab[j], scratch + j * tile, tlen, sg.am[j] + tb, sg.c[j] + t0);
     }
+}
+
+BNBO_INLINE void KNAME(k_chunk8)(const int fam, const int dt, const bnbo_job *job, const bnbo_seg *sg, int64_t lo,
+                                 int64_t hi, int mode, float lr_s, double *acc, float *scratch) {
+    if (mode == BNBO_MODE_APPLY)
+        KNAME(k_chunk8_mode)(fam, dt, BNBO_MODE_APPLY, job, sg, lo, hi, lr_s, acc, scratch);
+    else
+        KNAME(k_chunk8_mode)(fam, dt, BNBO_MODE_NORM, job, sg, lo, hi, lr_s, acc, scratch);
 }
 
 static int KNAME(family)(int opt) {
