@@ -372,7 +372,7 @@ class RowPlan:
     unchanged registry (:func:`registry.selection_token`); :meth:`run` then computes it (the kernel's ``bind``
     result, or the kernel with the rest of the checked call)."""
 
-    __slots__ = ("keys", "held", "token", "dtype", "device", "K", "run")
+    __slots__ = ("keys", "held", "token", "dtype", "device", "cpu", "K", "run")
 
     def __init__(self, args: tuple, token: tuple, run) -> None:
         A = args[0]
@@ -380,6 +380,7 @@ class RowPlan:
         self.held = tuple(t for t in args[1:] if isinstance(t, Tensor))  # their memory stays theirs
         self.token, self.run = token, run
         self.dtype, self.device, self.K = A.dtype, A.device, A.shape[-1]
+        self.cpu = A.is_cpu
 
     def fits(self, args: tuple) -> bool:
         """True when the op on ``args`` (in the op's order) may be computed by :attr:`run`."""
@@ -387,7 +388,7 @@ class RowPlan:
         if not (
             isinstance(A, Tensor)
             and A.dtype == self.dtype
-            and A.device == self.device
+            and (A.is_cpu if self.cpu else A.device == self.device)
             and A.shape[-1] == self.K
             and A.numel() == self.K
             and A.is_contiguous()
@@ -405,7 +406,9 @@ class RowPlan:
 
 
 def _memory_key(t: Tensor) -> tuple:
-    return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.device)
+    """What a plan compares of a weight-side tensor: address, size, dtype and device (``True`` for cpu, where
+    ``is_cpu`` says it without building a ``torch.device``)."""
+    return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.is_cpu or t.device)
 
 
 def call_planned(op: str, args: tuple, owner: object, attr: str) -> Tensor:
@@ -727,22 +730,26 @@ def _param_tensors_fast(optimizer, p, g, state1, state2, absmax1, absmax2, block
     two_state = optimizer in TWO_STATE_OPTIMIZERS
     if two_state != isinstance(state2, tensor) or (not two_state and state2 is not None):
         return None
-    device, shape, sdt = p.device, p.shape, state1.dtype
+    shape, sdt = p.shape, state1.dtype
+    if p.is_cpu:  # the common case, without building torch.device objects
+        if not (g.is_cpu and state1.is_cpu and (not two_state or state2.is_cpu)):
+            return None
+        device = None
+    else:
+        device = p.device
+        if g.device != device or state1.device != device or (two_state and state2.device != device):
+            return None
     if (
         p.dtype not in checks.FLOAT_DTYPES
         or g.dtype not in checks.FLOAT_DTYPES
         or g.shape != shape
         or state1.shape != shape
         or sdt not in (torch.uint8, torch.float32)
-        or g.device != device
-        or state1.device != device
         or not p.is_contiguous()
         or not state1.is_contiguous()
     ):
         return None
-    if two_state and (
-        state2.dtype != sdt or state2.shape != shape or state2.device != device or not state2.is_contiguous()
-    ):
+    if two_state and (state2.dtype != sdt or state2.shape != shape or not state2.is_contiguous()):
         return None
     if sdt == torch.float32:
         return False if absmax1 is None and absmax2 is None else None
@@ -757,7 +764,7 @@ def _param_tensors_fast(optimizer, p, g, state1, state2, absmax1, absmax2, block
             isinstance(absmax, tensor)
             and absmax.dtype == torch.float32
             and absmax.shape == nb
-            and absmax.device == device
+            and (absmax.is_cpu if device is None else absmax.device == device)
             and absmax.is_contiguous()
         ):
             return None

@@ -256,16 +256,19 @@ class Optimizer8bit(torch.optim.Optimizer):
         if not self.initialized:
             self.check_overrides()
             self.initialized = True
+        state_of = self.state.__getitem__
         for gindex, group in enumerate(self.param_groups):
             buckets: dict[tuple, list[Tensor]] = {}
             configs: dict[tuple, dict[str, Any]] = {}
-            group_config = None  # (config, key) of the group's parameters without overrides, built once
+            keys: dict[tuple, tuple] = {}  # config key -> itself: equal configs share one object, keyed by id
+            group_config = None  # (config, id of its key) of the group's parameters without overrides, built once
             for pindex, p in enumerate(group["params"]):
-                if p.grad is None:
+                grad = p.grad
+                if grad is None:
                     continue
-                if p.grad.is_sparse:
+                if grad.is_sparse:
                     raise BnbValueError(f"{type(self).__name__}: sparse gradients are not supported")
-                state = self.state[p]
+                state = state_of(p)
                 if len(state) == 0:
                     self.init_state(group, p, gindex, pindex)
                 if not p.is_contiguous():
@@ -273,15 +276,18 @@ class Optimizer8bit(torch.optim.Optimizer):
                 state["step"] += 1
                 if self._has_override(gindex, pindex, p):
                     config = self.get_config(gindex, pindex, group)
-                    config_key = _config_key(config)
+                    config_id = _interned_id(keys, _config_key(config))
                 else:
                     if group_config is None:
                         config = self.get_config(gindex, pindex, group)
-                        group_config = (config, _config_key(config))
-                    config, config_key = group_config
-                key = (state["state1"].dtype, state["step"], p.device, config_key)
-                buckets.setdefault(key, []).append(p)
-                configs[key] = config
+                        group_config = (config, _interned_id(keys, _config_key(config)))
+                    config, config_id = group_config
+                key = (state["state1"].dtype, state["step"], p.is_cpu or p.device, config_id)  # cpu: no device object
+                bucket = buckets.get(key)
+                if bucket is None:
+                    buckets[key] = bucket = []
+                    configs[key] = config
+                bucket.append(p)
             for key, params in buckets.items():
                 self._update_bucket(params, configs[key], key[1])
         return loss
@@ -312,6 +318,12 @@ class Optimizer8bit(torch.optim.Optimizer):
                 self.optimizer_name, p, grads[i], s1[i], s2[i] if two else None, a1[i] if eight_bit else None,
                 a2[i] if eight_bit and two else None, q1, q2, *hp, step, float(scale), max_unorm, BLOCKSIZE,
             )  # fmt: skip
+
+
+def _interned_id(keys: dict[tuple, tuple], key: tuple) -> int:
+    """``id`` of the first key equal to ``key`` in ``keys`` (which keeps it alive): equal keys, equal ids, and
+    a bucket key hashes an int instead of the whole configuration at every parameter."""
+    return id(keys.setdefault(key, key))
 
 
 def _config_key(config: dict[str, Any]) -> tuple:
