@@ -474,14 +474,13 @@ def eager_ok(*tensors: Tensor | None) -> bool:
     """True when calling an op's body directly is indistinguishable from ``torch.ops.bnb_api.<op>``: eager
     mode (no torch.compile, export or jit tracing), no torch function or dispatch mode, no tensor subclass with
     its own ``__torch_function__`` (fake tensors), and no gradient to record. Saves about 15 us per call."""
-    ts = tuple(t for t in tensors if t is not None)
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack():
         return False
-    if torch.overrides.has_torch_function(ts):
+    if torch.overrides.has_torch_function(tensors):  # None has no __torch_function__
         return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
 
 @gemv_4bit.register_fake

@@ -86,6 +86,23 @@ def test_env_forcing(fake_backend, monkeypatch):
         quantize(128)
 
 
+def test_environment_reads_follow_every_change(monkeypatch):
+    """The registry's cached environment reads (_getenv) give what os.environ.get gives after each change: set,
+    changed, unicode, removed; and a stand-in mapping put in os.environ is asked directly."""
+    import os
+
+    name = "BNB_API_TEST_VARIABLE"
+    monkeypatch.delenv(name, raising=False)
+    assert registry._getenv(name) is None
+    for value in ("a", "cpu, reference", "", "ünï", "a"):
+        monkeypatch.setenv(name, value)
+        assert registry._getenv(name) == os.environ.get(name) == value
+    monkeypatch.delenv(name)
+    assert registry._getenv(name) is None
+    monkeypatch.setattr(os, "environ", {name: "stand-in"})
+    assert registry._getenv(name) == "stand-in"
+
+
 def test_unavailable_backend_warns_once_and_falls_back():
     registry.register_backend("broken", ("cpu",), probe=lambda: "libbroken.so not built")
     registry.register_kernel("dequantize_blockwise", "broken", "cpu", lambda *a: 1 / 0, priority=10_000)
