@@ -49,6 +49,32 @@ def test_plan_is_built_once_and_gives_the_ops_result(nested):
     assert first.shape == (1, 48)
 
 
+def test_plan_serves_every_one_row_shape(monkeypatch):
+    """A plan built for one row shape serves the others (3-D, 2-D, 1-D rows) with their own output shape and the
+    op's values, through the bound kernel (no rebuild, no fall back to the unbound kernel) for both the 4-bit and
+    the LLM.int8() layer."""
+    kq = pytest.importorskip("bnb_api.backends.cpu.kernels_quant")
+    q = layer()
+    q8 = bnb_api.nn.Linear8bitLt(128, 48, bias=True, has_fp16_weights=False, threshold=6.0)
+    q8.load_state_dict(torch.nn.Linear(128, 48).state_dict())
+    row = torch.randn(128, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        q(row.view(1, 1, 128))
+        q8(row.view(1, 1, 128))
+        plan, plan8 = q.weight.quant_state._gemv_plan, q8.state._int8_plan
+        first8 = q8(row.view(1, 1, 128))
+        if plan.run.__name__ == "run":  # the cpu backend's bound kernels: their unbound forms must not be called
+            for name in ("gemv_4bit_cpu", "int8_mm_outlier_cpu"):
+                monkeypatch.setattr(kq, name, lambda *a, name=name: pytest.fail(f"{name} called"))
+        for shape in ((1, 128), (128,), (1, 1, 1, 128)):
+            x = row.view(shape)
+            y = q(x)
+            assert y.shape == (*shape[:-1], 48) and torch.equal(y, op_result(q, x)), shape
+            y8 = q8(x)
+            assert y8.shape == (*shape[:-1], 48) and torch.equal(y8.flatten(), first8.flatten()), shape
+        assert q.weight.quant_state._gemv_plan is plan and q8.state._int8_plan is plan8
+
+
 def test_plan_reads_the_weight_at_each_call():
     """In-place changes of the packed weight or its statistics are seen (the plan keeps addresses, not values)."""
     q = layer()

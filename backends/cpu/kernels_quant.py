@@ -363,9 +363,9 @@ def bind_gemv_4bit(call: dict):
     gemv, cast, empty = lib.bnbq_gemv_4bit, ffi.cast, torch.empty
 
     def run(a: torch.Tensor, held=held) -> torch.Tensor:
-        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.shape == row_shape):
+        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.numel() == K):
             return gemv_4bit_cpu(a, *list(call.values())[1:])
-        out = empty(shape, dtype=dtype)
+        out = empty(shape if a.shape == row_shape else (*a.shape[:-1], N), dtype=dtype)  # any one-row shape
         rc = gemv(cast("void *", a.data_ptr()), dt, 1, K, *fixed, cast("void *", out.data_ptr()), N, _threads())
         _check_rc(lib, rc, "gemv_4bit")
         return out
@@ -521,9 +521,9 @@ def bind_int8_mm_outlier(call: dict):
     mm, cast, empty = lib.bnbq_int8_mm_outlier_row, ffi.cast, torch.empty
 
     def run(a: torch.Tensor, held=held) -> torch.Tensor:
-        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.shape == row_shape):
+        if not (a.dtype == dtype and a.is_cpu and a.is_contiguous() and a.numel() == K):
             return int8_mm_outlier_cpu(a, CB, SCB, threshold, bias)
-        out = empty(shape, dtype=dtype)
+        out = empty(shape if a.shape == row_shape else (*a.shape[:-1], N), dtype=dtype)  # any one-row shape
         rc = mm(cast("void *", a.data_ptr()), dt, *fixed, cast("void *", out.data_ptr()), N, _threads())
         _check_rc(lib, rc, "int8_mm_outlier")
         return out
