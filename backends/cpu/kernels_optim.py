@@ -113,8 +113,8 @@ def _ok(t, dtype: torch.dtype, numel: int) -> bool:
 def _gather(op, optimizer, params, grads, state1, state2, absmax1, absmax2, dtype, eight_bit, blocksize) -> list[int]:
     """Checks every parameter's tensors (cpu, dtype, contiguous, element count) and returns the fields of its
     ``bnbo_tensor`` (p, g, state1, state2, absmax1, absmax2 addresses, then n, n_state1, n_state2, n_absmax1,
-    n_absmax2), parameter after parameter; a bad tensor raises naming it. The well-formed case is one expression
-    per parameter (the checks' calls cost more than the step of a small parameter)."""
+    n_absmax2), parameter after parameter; a bad tensor raises naming it (:func:`_check_param`). The well-formed
+    case is one expression per parameter, no lists built (the checks cost more than the step of a small one)."""
     two = optimizer in TWO_STATE_OPTIMIZERS
     k = 2 if optimizer == "ademamix" else 1
     state_dtype = torch.uint8 if eight_bit else torch.float32
@@ -128,12 +128,8 @@ def _gather(op, optimizer, params, grads, state1, state2, absmax1, absmax2, dtyp
         a1 = absmax1[i] if eight_bit else None
         a2 = absmax2[i] if eight_bit and two else None
         if not (
-            _ok(p, dtype, m)
-            and isinstance(g, tensor) and g.is_cpu and g.dtype == dtype and g.numel() == m and g.is_contiguous()
-            and isinstance(s1, tensor) and s1.is_cpu and s1.dtype == state_dtype and s1.numel() == k * m
-            and s1.is_contiguous()
-            and (not two or (isinstance(s2, tensor) and s2.is_cpu and s2.dtype == state_dtype and s2.numel() == m
-                             and s2.is_contiguous()))
+            _ok(p, dtype, m) and _ok(g, dtype, m) and _ok(s1, state_dtype, k * m)
+            and (not two or _ok(s2, state_dtype, m))
             and (not eight_bit or _ok(a1, f32, k * nb))
             and (not (eight_bit and two) or _ok(a2, f32, nb))
         ):  # fmt: skip
