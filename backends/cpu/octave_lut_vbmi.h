@@ -121,31 +121,37 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bu
                             _mm512_and_si512(ent, _mm512_set1_epi16(0x1ff)));
 }
 
-/* Bucket bases (64 bytes, memory order) of the 64 values x[0..3] (16 each), all in [-1, 1]; nonneg is t->nonneg
- * (a separate argument so that loops can be specialized on it). */
-LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64_k(const octave_lut *t,
-                                                                                       const __m512 x[4],
-                                                                                       const int nonneg) {
+/* Stage 1 of octave_lut_base64_k: the buckets (word lanes) of the 64 values x[0..3] (16 each), all in [-1, 1]:
+ * w[0] of values 0-31, w[1] of 32-63. Split from stage 2 so that loops can compute step i + 1's buckets beside
+ * step i's bases (see lut256_order). */
+LUT256_TARGET static inline __attribute__((always_inline)) void octave_lut_buckets64(const octave_lut *t,
+                                                                                     const __m512 x[4],
+                                                                                     const int nonneg, __m512i w[2]) {
     /* word 2i+1 (the top half of float i) of the first source for i < 16, of the second for i >= 16 */
     static const uint16_t top[32] __attribute__((aligned(64))) = {
         1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
         33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
+    const __m512i tw = _mm512_load_si512((const void *)top);
+    const __m512i h0 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[0]), tw, _mm512_castps_si512(x[1]));
+    const __m512i h1 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[2]), tw, _mm512_castps_si512(x[3]));
+    w[0] = nonneg ? octave_lut_bucket32_nonneg(t, h0) : octave_lut_bucket32(t, h0);
+    w[1] = nonneg ? octave_lut_bucket32_nonneg(t, h1) : octave_lut_bucket32(t, h1);
+}
+
+/* Stage 2: the bucket bases (64 bytes, memory order) of the buckets w from octave_lut_buckets64. */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bases_of(const octave_lut *t,
+                                                                                       const __m512i w[2]) {
     /* byte 2i (low byte of word i) of the first source for i < 32, of the second for i >= 32 */
     static const uint8_t low[64] __attribute__((aligned(64))) = {
         0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
         44, 46, 48, 50, 52, 54, 56, 58, 60, 62, 64, 66, 68, 70, 72, 74, 76, 78, 80, 82, 84, 86,
         88, 90, 92, 94, 96, 98, 100, 102, 104, 106, 108, 110, 112, 114, 116, 118, 120, 122, 124, 126};
-    const __m512i tw = _mm512_load_si512((const void *)top);
-    const __m512i h0 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[0]), tw, _mm512_castps_si512(x[1]));
-    const __m512i h1 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[2]), tw, _mm512_castps_si512(x[3]));
-    const __m512i w0 = nonneg ? octave_lut_bucket32_nonneg(t, h0) : octave_lut_bucket32(t, h0);
-    const __m512i w1 = nonneg ? octave_lut_bucket32_nonneg(t, h1) : octave_lut_bucket32(t, h1);
     const __m512i p0 = _mm512_load_si512((const void *)low);
-    const __m512i lo8 = _mm512_permutex2var_epi8(w0, p0, w1);
+    const __m512i lo8 = _mm512_permutex2var_epi8(w[0], p0, w[1]);
     /* bit 8 of the buckets straight from the words (mask registers, no byte permute) */
     const __m512i bit8 = _mm512_set1_epi16(0x100);
     const __mmask64 b7 = _mm512_movepi8_mask(lo8),
-                    b8 = _mm512_kunpackd(_mm512_test_epi16_mask(w1, bit8), _mm512_test_epi16_mask(w0, bit8));
+                    b8 = _mm512_kunpackd(_mm512_test_epi16_mask(w[1], bit8), _mm512_test_epi16_mask(w[0], bit8));
     const uint8_t *tb = t->base;
 #define OCT_T(k) _mm512_load_si512((const void *)(tb + 64 * (k)))
     const __m512i q0 = _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(OCT_T(0), lo8, OCT_T(1)),
@@ -156,23 +162,40 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_ba
     return _mm512_mask_blend_epi8(b8, q0, q1);
 }
 
+/* Bucket bases (64 bytes, memory order) of the 64 values x[0..3] (16 each), all in [-1, 1]; nonneg is t->nonneg
+ * (a separate argument so that loops can be specialized on it). */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64_k(const octave_lut *t,
+                                                                                       const __m512 x[4],
+                                                                                       const int nonneg) {
+    __m512i w[2];
+    octave_lut_buckets64(t, x, nonneg, w);
+    return octave_lut_bases_of(t, w);
+}
+
 /* octave_lut_base64_k with the table's own nonneg flag. */
 LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64(const octave_lut *t,
                                                                                      const __m512 x[4]) {
     return octave_lut_base64_k(t, x, t->nonneg);
 }
 
-/* Codes of x[0..3] from their bases: base + (mid[base] < x); L holds mid_planes. */
-LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_finish64(const lut256 *L, __m512i base,
-                                                                                       const __m512 x[4]) {
+/* Codes of x[0..3] from their bases and cv = lut256_order(L, base): base + (mid[base] < x); L holds mid_planes. */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_finish_ordered(const lut256 *L,
+                                                                                             __m512i base, __m512i cv,
+                                                                                             const __m512 x[4]) {
     __m512 m[4];
-    lut256_lookup64(L, base, m);
+    lut256_lookup_ordered(L, cv, m);
     const __mmask32 up_lo = _mm512_kunpackw(_mm512_cmp_ps_mask(m[1], x[1], _CMP_LT_OQ),
                                             _mm512_cmp_ps_mask(m[0], x[0], _CMP_LT_OQ));
     const __mmask32 up_hi = _mm512_kunpackw(_mm512_cmp_ps_mask(m[3], x[3], _CMP_LT_OQ),
                                             _mm512_cmp_ps_mask(m[2], x[2], _CMP_LT_OQ));
     const __mmask64 up = _mm512_kunpackd(up_hi, up_lo);
     return _mm512_mask_add_epi8(base, up, base, _mm512_set1_epi8(1));
+}
+
+/* Codes of x[0..3] from their bases: base + (mid[base] < x); L holds mid_planes. */
+LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_finish64(const lut256 *L, __m512i base,
+                                                                                       const __m512 x[4]) {
+    return octave_lut_finish_ordered(L, base, lut256_order(L, base), x);
 }
 
 /* Codes (64 bytes, memory order) of the 64 values x[0..3] (16 each), all in [-1, 1]; L holds mid_planes. */

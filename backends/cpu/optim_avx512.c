@@ -117,6 +117,19 @@ __attribute__((noinline)) LUT256_TARGET static void dequant_vbmi_tile(const bnbo
                                                                       float *out) {
     lut256 L;
     lut256_load(&L, t->planes);
+    if (tlen % 64 == 0) { /* whole steps: each one's index permute a step ahead (lut256_order) */
+        const int shift = __builtin_ctzll((unsigned long long)bs); /* bs: a power of two >= 64 */
+        __m512i cv = lut256_order(&L, _mm512_loadu_si512((const void *)c));
+        for (int64_t i = 0; i < tlen; i += 64) {
+            const __m512i next = i + 64 < tlen ? lut256_order(&L, _mm512_loadu_si512((const void *)(c + i + 64))) : cv;
+            __m512 v[4];
+            lut256_lookup_ordered(&L, cv, v);
+            const __m512 a = _mm512_set1_ps(am[i >> shift]);
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(out + i + 16 * j, _mm512_mul_ps(v[j], a));
+            cv = next;
+        }
+        return;
+    }
     for (int64_t b = 0; b < tlen; b += bs, am++) { /* bs: a power of two >= 64 */
         const __m512 a = _mm512_set1_ps(*am);
         const int64_t e = tlen - b < bs ? tlen : b + bs;
@@ -272,14 +285,47 @@ LUT256_TARGET BNBO_INLINE void v_oct_codes64(const lut256 *L, const float *vals,
     _mm512_mask_storeu_epi8(codes, m, octave_lut_finish64(L, _mm512_maskz_loadu_epi8(m, codes), x));
 }
 
+#define BNBO_PIPE_BLOCKS 8 /* blocks of a tile that v_oct_bases_pipelined takes: tiles hold max(bs, 512) elements */
+
+/* Phase 1 over a tile of whole 64-value steps whose blocks need no clamp (see v_scaled64): step i + 1's buckets
+ * beside step i's bases (octave_lut_buckets64 / octave_lut_bases_of), as lut256_order explains. Returns 0, doing
+ * nothing, when the tile does not qualify. */
+LUT256_TARGET BNBO_INLINE int v_oct_bases_pipelined(const octave_lut *t, float *vals, int64_t tlen, int64_t bs,
+                                                   const float *am, uint8_t *codes, const int nonneg) {
+    const int64_t nblk = tlen / bs;
+    if (tlen % 64 != 0 || tlen % bs != 0 || nblk > BNBO_PIPE_BLOCKS) return 0;
+    float inv[BNBO_PIPE_BLOCKS];
+    for (int64_t b = 0; b < nblk; b++) {
+        if (!(am[b] < 0x1p126f)) return 0;
+        inv[b] = bnbo_inv_absmax(am[b]);
+    }
+    const int shift = __builtin_ctzll((unsigned long long)bs);
+    __m512i w[2];
+    __m512 x[4];
+    v_scaled64(vals, 64, _mm512_set1_ps(inv[0]), x, 0);
+    for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + 16 * j, x[j]);
+    octave_lut_buckets64(t, x, nonneg, w);
+    for (int64_t i = 0; i < tlen; i += 64) {
+        __m512i next[2] = {w[0], w[1]};
+        if (i + 64 < tlen) {
+            v_scaled64(vals + i + 64, 64, _mm512_set1_ps(inv[(i + 64) >> shift]), x, 0);
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + i + 64 + 16 * j, x[j]);
+            octave_lut_buckets64(t, x, nonneg, next);
+        }
+        _mm512_storeu_si512((void *)(codes + i), octave_lut_bases_of(t, w));
+        w[0] = next[0];
+        w[1] = next[1];
+    }
+    return 1;
+}
+
 /* Phase 1 of requant_oct_tile over the tile's blocks; nonneg = t->nonneg, a constant after inlining. */
 LUT256_TARGET BNBO_INLINE void v_oct_bases_tile(const octave_lut *t, float *vals, int64_t tlen, int64_t bs,
                                                 const float *am, uint8_t *codes, const int nonneg) {
+    if (v_oct_bases_pipelined(t, vals, tlen, bs, am, codes, nonneg)) return;
     for (int64_t b = 0; b < tlen; b += bs, am++) { /* bs >= 64, a power of two: 64-value steps stay in one block */
         const float amax = *am;
-        float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
-        if (inv > FLT_MAX) inv = FLT_MAX;
-        const __m512 vinv = _mm512_set1_ps(inv);
+        const __m512 vinv = _mm512_set1_ps(bnbo_inv_absmax(amax));
         const int64_t e = tlen - b < bs ? tlen : b + bs;
         if (amax < 0x1p126f) /* see v_scaled64 */
             for (int64_t i = b; i < e; i += 64) v_oct_bases64(t, vals + i, e - i, vinv, codes + i, nonneg, 0);
@@ -299,7 +345,24 @@ __attribute__((noinline)) LUT256_TARGET static void requant_oct_tile(const octav
         v_oct_bases_tile(t, vals, tlen, bs, am, codes, 0);
     lut256 L;
     lut256_load(&L, t->mid_planes);
-    for (int64_t i = 0; i < tlen; i += 64) v_oct_codes64(&L, vals + i, tlen - i, codes + i);
+    if (tlen % 64 != 0) {
+        for (int64_t i = 0; i < tlen; i += 64) v_oct_codes64(&L, vals + i, tlen - i, codes + i);
+        return;
+    }
+    /* whole steps: each one's index permute a step ahead (lut256_order) */
+    __m512i base = _mm512_loadu_si512((const void *)codes), cv = lut256_order(&L, base);
+    for (int64_t i = 0; i < tlen; i += 64) {
+        __m512i base_next = base, cv_next = cv;
+        if (i + 64 < tlen) {
+            base_next = _mm512_loadu_si512((const void *)(codes + i + 64));
+            cv_next = lut256_order(&L, base_next);
+        }
+        __m512 x[4];
+        for (int j = 0; j < 4; j++) x[j] = _mm512_loadu_ps(vals + i + 16 * j);
+        _mm512_storeu_si512((void *)(codes + i), octave_lut_finish_ordered(&L, base, cv, x));
+        base = base_next;
+        cv = cv_next;
+    }
 }
 
 /* The search entry with octave tables: 64-value steps whose values all lie in [-1, 1] use them, others

@@ -117,6 +117,9 @@ static void make_consts(bnbo_consts *k, const bnbo_hparams *h) {
     k->omb3 = (float)(1.0 - h->beta3);
     k->rc1 = 1.0f / (float)(1.0 - pow(h->beta1, (double)h->step));
     k->rc2 = 1.0f / (float)(1.0 - pow(h->beta2, (double)h->step));
+    const double c1 = 1.0 - pow(h->beta1, (double)h->step), sqrt_c2 = sqrt(1.0 - pow(h->beta2, (double)h->step));
+    k->rc1s = (float)(sqrt_c2 / c1);
+    k->eps_s = (float)(h->eps * sqrt_c2);
     k->alpha = (float)h->alpha;
     k->eps = (float)h->eps;
     k->decay = (float)(1.0 - h->lr * h->weight_decay);

@@ -3,6 +3,7 @@
 #ifndef BNB_API_CPU_OPTIM_INTERNAL_H
 #define BNB_API_CPU_OPTIM_INTERNAL_H
 
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@ typedef struct {
     float b1, b2, b3; /* float(beta) */
     float omb1, omb2, omb3; /* float(1 - beta) */
     float rc1, rc2;   /* 1 / float(1 - beta1**step), 1 / float(1 - beta2**step), rounded to float32 */
+    float rc1s, eps_s; /* Adam's folded constants: sqrt(c2) / c1 and eps * sqrt(c2), c = 1 - beta**step (double) */
     float alpha, eps;
     float decay;      /* float(1 - lr * weight_decay): decoupled decay p *= decay */
     int coupled_wd;   /* optimizer adds wd * p to g and weight_decay > 0 */
@@ -90,6 +92,12 @@ void bnbo_chunk_avx512(const bnbo_job *job, const bnbo_seg *seg, int64_t lo, int
                        double *acc, float *scratch);
 void bnbo_search_avx512(const bnbo_qtab *tab, const float *x, uint8_t *codes, int64_t n);
 #endif
+
+/* The scale of a block's requantization: 1 / absmax (0 for an all-zero block), at most FLT_MAX. */
+BNBO_INLINE float bnbo_inv_absmax(float amax) {
+    const float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
+    return inv > FLT_MAX ? FLT_MAX : inv;
+}
 
 /* ---- scalar float conversions, IEEE round-to-nearest-even as torch's .to(dtype) ---- */
 

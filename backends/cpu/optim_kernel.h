@@ -14,12 +14,15 @@
  *
  * Every formula follows core/reference/optim.py operation by operation (each torch op rounds to float32;
  * the build disables FMA contraction), so all three instantiations compute identical values. One
- * deliberate difference: the bias corrections divide by multiplying with float32 reciprocals (the update
- * u, never a state, may differ from the reference by an ulp).
+ * deliberate difference: the update u (never a state) is computed in fewer roundings, so it may differ from
+ * the reference's by a few ulps: the bias corrections multiply by float32 reciprocals, and Adam's
+ * (m / c1) / (sqrt(v / c2) + eps) * lr is m * (sqrt(c2) / c1 * lr) / (sqrt(v) + eps * sqrt(c2)), the
+ * constants folded in double (k->rc1s, k->eps_s; 3 multiplies fewer per element, whose pipes bound the update).
  */
 #include <float.h>
 
 #define BNBO_PREFETCH_AHEAD 512 /* elements between the one being stepped and the one being prefetched: one 8-bit tile */
+#define BNBO_ABSMAX_AHEAD 32    /* blocks between a tile's first and the absmax prefetched at its start */
 
 /* Formula families: optimizers sharing an update direction (weight decay style comes from job->k). */
 #define BNBO_FAM_ADAM 0 /* adam, adamw, lamb */
@@ -31,16 +34,17 @@
 
 #define BNBO_FAM_NSTATES(f) ((f) == BNBO_FAM_ADAM ? 2 : (f) == BNBO_FAM_ADEMAMIX ? 3 : 1)
 
-/* The update direction u; updates the float32 states s0..s2 (the reference's update_direction). */
-BNBO_INLINE vf KNAME(k_direction)(const int fam, const bnbo_consts *k, vf p, vf g, vf *s0, vf *s1, vf *s2) {
-    g = v_mul(g, v_set1(k->gnorm));
+/* The update direction u; updates the float32 states s0..s2 (the reference's update_direction). The Adam family
+ * returns u * ustep / k->rc1s: ustep is k->rc1s for u itself (norms), k->rc1s * lr_s for the step (see k_apply). */
+BNBO_INLINE vf KNAME(k_direction)(const int fam, const bnbo_consts *k, vf p, vf g, vf *s0, vf *s1, vf *s2,
+                                  float ustep) {
+    if (k->gnorm != 1.0f) g = v_mul(g, v_set1(k->gnorm)); /* g * 1 is g */
     if (k->coupled_wd) g = v_add(g, v_mul(v_set1(k->wd), p));
     switch (fam) {
     case BNBO_FAM_ADAM: {
         *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
         *s1 = v_add(v_mul(*s1, v_set1(k->b2)), v_mul(v_mul(v_set1(k->omb2), g), g));
-        const vf den = v_add(v_sqrt(v_mul(*s1, v_set1(k->rc2))), v_set1(k->eps));
-        return v_div(v_mul(*s0, v_set1(k->rc1)), den);
+        return v_div(v_mul(*s0, v_set1(ustep)), v_add(v_sqrt(*s1), v_set1(k->eps_s)));
     }
     case BNBO_FAM_ADEMAMIX: {
         *s0 = v_add(v_mul(*s0, v_set1(k->b1)), v_mul(v_set1(k->omb1), g));
@@ -66,10 +70,16 @@ BNBO_INLINE vf KNAME(k_direction)(const int fam, const bnbo_consts *k, vf p, vf 
     }
 }
 
-/* New parameter values: decoupled decay, then p - lr_s * u (the reference's apply_update). */
-BNBO_INLINE vf KNAME(k_apply)(const bnbo_consts *k, vf p, vf u, float lr_s) {
+/* New parameter values: decoupled decay, then p - lr_s * u (the reference's apply_update); the Adam family's u
+ * comes with lr_s in it (k_direction). */
+BNBO_INLINE vf KNAME(k_apply)(const int fam, const bnbo_consts *k, vf p, vf u, float lr_s) {
     if (k->decoupled_wd) p = v_mul(p, v_set1(k->decay));
-    return v_sub(p, v_mul(v_set1(lr_s), u));
+    return v_sub(p, fam == BNBO_FAM_ADAM ? u : v_mul(v_set1(lr_s), u));
+}
+
+/* k_direction's ustep for a pass in this mode. */
+BNBO_INLINE float KNAME(k_ustep)(const bnbo_consts *k, int mode, float lr_s) {
+    return mode == BNBO_MODE_APPLY ? k->rc1s * lr_s : k->rc1s;
 }
 
 /* cnt (<= VW) elements at i of a 32-bit-state parameter. */
@@ -81,7 +91,7 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     vf s0 = v_load_f32(sg->f[0] + i, cnt);
     vf s1 = ns > 1 ? v_load_f32(sg->f[1] + i, cnt) : v_set1(0.0f);
     vf s2 = ns > 2 ? v_load_f32(sg->f[2] + i, cnt) : v_set1(0.0f);
-    vf u = KNAME(k_direction)(fam, k, p, g, &s0, &s1, &s2);
+    vf u = KNAME(k_direction)(fam, k, p, g, &s0, &s1, &s2, KNAME(k_ustep)(k, mode, lr_s));
     if (mode == BNBO_MODE_NORM) {
         u = v_keep(u, cnt);
         v_sq_add(au, u);
@@ -91,7 +101,7 @@ BNBO_INLINE void KNAME(k_elems32)(const int fam, const int dt, const bnbo_consts
     v_store_f32(sg->f[0] + i, s0, cnt);
     if (ns > 1) v_store_f32(sg->f[1] + i, s1, cnt);
     if (ns > 2) v_store_f32(sg->f[2] + i, s2, cnt);
-    p = KNAME(k_apply)(k, p, u, lr_s);
+    p = KNAME(k_apply)(fam, k, p, u, lr_s);
     v_store_dt(dt, sg->p, i, p, cnt);
 }
 
@@ -145,7 +155,7 @@ BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const int64_t bs, 
     for (int j = 0; j < 3; j++) s[j] = j < ns ? v_load_f32(scratch + j * bs + i, cnt) : v_set1(0.0f);
     vf p = v_load_dt(dt, sg->p, b0 + i, cnt);
     const vf g = v_load_dt(dt, sg->g, b0 + i, cnt);
-    vf u = KNAME(k_direction)(fam, k, p, g, &s[0], &s[1], &s[2]);
+    vf u = KNAME(k_direction)(fam, k, p, g, &s[0], &s[1], &s[2], KNAME(k_ustep)(k, mode, lr_s));
     if (mode == BNBO_MODE_NORM) {
         u = v_keep(u, cnt);
         v_sq_add(au, u);
@@ -157,15 +167,13 @@ BNBO_INLINE void KNAME(k_elems8)(const int fam, const int dt, const int64_t bs, 
         v_store_f32(scratch + j * bs + i, sj, cnt);
         mx[j] = v_max(mx[j], v_abs(sj));
     }
-    p = KNAME(k_apply)(k, p, u, lr_s);
+    p = KNAME(k_apply)(fam, k, p, u, lr_s);
     v_store_dt(dt, sg->p, b0 + i, p, cnt);
 }
 
 /* Requantize len values of one state of one block: new absmax, codes = nearest of x * (1 / absmax). */
 BNBO_INLINE void KNAME(k_requant)(const bnbo_qtab *tab, const float *vals, int64_t len, float amax, uint8_t *codes) {
-    float inv = amax > 0.0f ? 1.0f / amax : 0.0f;
-    if (inv > FLT_MAX) inv = FLT_MAX;
-    const vf vinv = v_set1(inv), one = v_set1(1.0f), mone = v_set1(-1.0f);
+    const vf vinv = v_set1(bnbo_inv_absmax(amax)), one = v_set1(1.0f), mone = v_set1(-1.0f);
     int64_t i = 0;
 #ifdef BNBO_HAS_LUT
     if (tab->bl.lut) {
@@ -222,8 +230,11 @@ BNBO_INLINE void KNAME(k_chunk8_mode)(const int fam, const int dt, const int mod
     const bnbo_consts k = job->k;
     const bnbo_seg sg = *seg;
     const int64_t tile_blocks = tile / bs; /* the tile holds whole blocks; lo is on a block boundary */
+    const int64_t n_blocks = (sg.n + bs - 1) / bs;
     for (int64_t t0 = lo, tb = lo / bs; t0 < hi; t0 += tile, tb += tile_blocks) {
         const int64_t tlen = hi - t0 < tile ? hi - t0 : tile;
+        if (tb + BNBO_ABSMAX_AHEAD < n_blocks) /* the absmax streams, one line per 16 blocks: the prefetchers miss them */
+            for (int j = 0; j < ns; j++) __builtin_prefetch(sg.am[j] + tb + BNBO_ABSMAX_AHEAD, 1);
         for (int j = 0; j < ns; j++)
             v_dequant_tile(job, job->tab[j], sg.c[j] + t0, tlen, sg.am[j] + tb, scratch + j * tile);
         int64_t blk = tb;
