@@ -121,24 +121,27 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bu
                             _mm512_and_si512(ent, _mm512_set1_epi16(0x1ff)));
 }
 
-/* Stage 1 of octave_lut_base64_k: the buckets (word lanes) of the 64 values x[0..3] (16 each), all in [-1, 1]:
- * w[0] of values 0-31, w[1] of 32-63. Split from stage 2 so that loops can compute step i + 1's buckets beside
- * step i's bases (see lut256_order). */
-LUT256_TARGET static inline __attribute__((always_inline)) void octave_lut_buckets64(const octave_lut *t,
-                                                                                     const __m512 x[4],
-                                                                                     const int nonneg, __m512i w[2]) {
+/* The stages of octave_lut_base64_k, split so that loops can run step i + 2's first stage beside step i + 1's
+ * second and step i's third (see lut256_order). Stage 1: the top halves h of the 64 values x[0..3] (16 each), in
+ * word lanes: h[0] of values 0-31, h[1] of 32-63. */
+LUT256_TARGET static inline __attribute__((always_inline)) void octave_lut_tops64(const __m512 x[4], __m512i h[2]) {
     /* word 2i+1 (the top half of float i) of the first source for i < 16, of the second for i >= 16 */
     static const uint16_t top[32] __attribute__((aligned(64))) = {
         1,  3,  5,  7,  9,  11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
         33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63};
     const __m512i tw = _mm512_load_si512((const void *)top);
-    const __m512i h0 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[0]), tw, _mm512_castps_si512(x[1]));
-    const __m512i h1 = _mm512_permutex2var_epi16(_mm512_castps_si512(x[2]), tw, _mm512_castps_si512(x[3]));
-    w[0] = nonneg ? octave_lut_bucket32_nonneg(t, h0) : octave_lut_bucket32(t, h0);
-    w[1] = nonneg ? octave_lut_bucket32_nonneg(t, h1) : octave_lut_bucket32(t, h1);
+    h[0] = _mm512_permutex2var_epi16(_mm512_castps_si512(x[0]), tw, _mm512_castps_si512(x[1]));
+    h[1] = _mm512_permutex2var_epi16(_mm512_castps_si512(x[2]), tw, _mm512_castps_si512(x[3]));
 }
 
-/* Stage 2: the bucket bases (64 bytes, memory order) of the buckets w from octave_lut_buckets64. */
+/* Stage 2: the buckets w (word lanes, as h) of values in [-1, 1] with top halves h. */
+LUT256_TARGET static inline __attribute__((always_inline)) void octave_lut_buckets_of(const octave_lut *t,
+                                                                                      const __m512i h[2],
+                                                                                      const int nonneg, __m512i w[2]) {
+    for (int k = 0; k < 2; k++) w[k] = nonneg ? octave_lut_bucket32_nonneg(t, h[k]) : octave_lut_bucket32(t, h[k]);
+}
+
+/* Stage 3: the bucket bases (64 bytes, memory order) of the buckets w from octave_lut_buckets_of. */
 LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_bases_of(const octave_lut *t,
                                                                                        const __m512i w[2]) {
     /* byte 2i (low byte of word i) of the first source for i < 32, of the second for i >= 32 */
@@ -167,8 +170,9 @@ LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_ba
 LUT256_TARGET static inline __attribute__((always_inline)) __m512i octave_lut_base64_k(const octave_lut *t,
                                                                                        const __m512 x[4],
                                                                                        const int nonneg) {
-    __m512i w[2];
-    octave_lut_buckets64(t, x, nonneg, w);
+    __m512i h[2], w[2];
+    octave_lut_tops64(x, h);
+    octave_lut_buckets_of(t, h, nonneg, w);
     return octave_lut_bases_of(t, w);
 }
 

@@ -285,11 +285,19 @@ LUT256_TARGET BNBO_INLINE void v_oct_codes64(const lut256 *L, const float *vals,
     _mm512_mask_storeu_epi8(codes, m, octave_lut_finish64(L, _mm512_maskz_loadu_epi8(m, codes), x));
 }
 
+/* Stage 1 of phase 1 for the 64 values at vals (a whole step, no clamp): scaled by vinv, stored back, top halves. */
+LUT256_TARGET BNBO_INLINE void v_oct_tops64(float *vals, __m512 vinv, __m512i h[2]) {
+    __m512 x[4];
+    v_scaled64(vals, 64, vinv, x, 0);
+    for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + 16 * j, x[j]);
+    octave_lut_tops64(x, h);
+}
+
 #define BNBO_PIPE_BLOCKS 8 /* blocks of a tile that v_oct_bases_pipelined takes: tiles hold max(bs, 512) elements */
 
-/* Phase 1 over a tile of whole 64-value steps whose blocks need no clamp (see v_scaled64): step i + 1's buckets
- * beside step i's bases (octave_lut_buckets64 / octave_lut_bases_of), as lut256_order explains. Returns 0, doing
- * nothing, when the tile does not qualify. */
+/* Phase 1 over a tile of whole 64-value steps whose blocks need no clamp (see v_scaled64), software-pipelined as
+ * lut256_order explains: step i + 2's scaled values and top halves, step i + 1's buckets and step i's bases
+ * (the three stages of octave_lut_base64_k). Returns 0, doing nothing, when the tile does not qualify. */
 LUT256_TARGET BNBO_INLINE int v_oct_bases_pipelined(const octave_lut *t, float *vals, int64_t tlen, int64_t bs,
                                                    const float *am, uint8_t *codes, const int nonneg) {
     const int64_t nblk = tlen / bs;
@@ -300,21 +308,19 @@ LUT256_TARGET BNBO_INLINE int v_oct_bases_pipelined(const octave_lut *t, float *
         inv[b] = bnbo_inv_absmax(am[b]);
     }
     const int shift = __builtin_ctzll((unsigned long long)bs);
-    __m512i w[2];
-    __m512 x[4];
-    v_scaled64(vals, 64, _mm512_set1_ps(inv[0]), x, 0);
-    for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + 16 * j, x[j]);
-    octave_lut_buckets64(t, x, nonneg, w);
+    __m512i h[2], w[2];
+    v_oct_tops64(vals, _mm512_set1_ps(inv[0]), h);
+    octave_lut_buckets_of(t, h, nonneg, w);
+    if (tlen > 64) v_oct_tops64(vals + 64, _mm512_set1_ps(inv[64 >> shift]), h);
     for (int64_t i = 0; i < tlen; i += 64) {
-        __m512i next[2] = {w[0], w[1]};
-        if (i + 64 < tlen) {
-            v_scaled64(vals + i + 64, 64, _mm512_set1_ps(inv[(i + 64) >> shift]), x, 0);
-            for (int j = 0; j < 4; j++) _mm512_storeu_ps(vals + i + 64 + 16 * j, x[j]);
-            octave_lut_buckets64(t, x, nonneg, next);
-        }
+        __m512i w_next[2] = {w[0], w[1]}, h_next[2] = {h[0], h[1]};
+        if (i + 64 < tlen) octave_lut_buckets_of(t, h, nonneg, w_next);
+        if (i + 128 < tlen) v_oct_tops64(vals + i + 128, _mm512_set1_ps(inv[(i + 128) >> shift]), h_next);
         _mm512_storeu_si512((void *)(codes + i), octave_lut_bases_of(t, w));
-        w[0] = next[0];
-        w[1] = next[1];
+        for (int k = 0; k < 2; k++) {
+            w[k] = w_next[k];
+            h[k] = h_next[k];
+        }
     }
     return 1;
 }
