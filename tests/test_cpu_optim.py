@@ -471,8 +471,10 @@ def test_search_kind_rejects_bad_code_books():
 @pytest.mark.parametrize("blocksize", [64, 256, 512, 2048])
 def test_tiled_8bit_step_matches_generic(blocksize):
     """8-bit steps whose parameters end inside a tile and inside a block, with blocksizes below, at and
-    above the 512-element tile: the SIMD kernels give the generic oracle's bits."""
-    for n in (40_009, 33_000, 65_536 + 65):
+    above the 512-element tile: the SIMD kernels give the generic oracle's bits. The last tiles of 65_536 + 192
+    and + 256 are whole 64-value steps (the software-pipelined passes of the VBMI kernels take them), the first
+    ending inside a block for blocksizes above 64."""
+    for n in (40_009, 33_000, 65_536 + 65, 65_536 + 192, 65_536 + 256):
         case = make_case("adamw", n, torch.float32, True, seed=3, blocksize=blocksize)
         hp = hparams("adamw", 3, 0.01, blocksize=blocksize)
         oracle, got = clone(case), clone(case)
