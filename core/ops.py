@@ -372,12 +372,15 @@ class RowPlan:
     unchanged registry (:func:`registry.selection_token`); :meth:`run` then computes it (the kernel's ``bind``
     result, or the kernel with the rest of the checked call)."""
 
-    __slots__ = ("keys", "held", "token", "dtype", "device", "cpu", "K", "run")
+    __slots__ = ("n", "tensor_at", "memory", "values", "held", "token", "dtype", "device", "cpu", "K", "run")
 
     def __init__(self, args: tuple, token: tuple, run) -> None:
-        A = args[0]
-        self.keys = tuple(_memory_key(t) if isinstance(t, Tensor) else ("value", t) for t in args[1:])
-        self.held = tuple(t for t in args[1:] if isinstance(t, Tensor))  # their memory stays theirs
+        A, rest = args[0], args[1:]
+        self.n = len(rest)
+        self.tensor_at = tuple(i for i, t in enumerate(rest) if isinstance(t, Tensor))
+        self.held = tuple(rest[i] for i in self.tensor_at)  # their memory stays theirs
+        self.memory = tuple(_memory_key(t) for t in self.held)
+        self.values = tuple((i, t) for i, t in enumerate(rest) if not isinstance(t, Tensor))
         self.token, self.run = token, run
         self.dtype, self.device, self.K = A.dtype, A.device, A.shape[-1]
         self.cpu = A.is_cpu
@@ -389,26 +392,27 @@ class RowPlan:
             isinstance(A, Tensor)
             and A.dtype == self.dtype
             and (A.is_cpu if self.cpu else A.device == self.device)
-            and A.shape[-1] == self.K
             and A.numel() == self.K
+            and A.shape[-1] == self.K
             and A.is_contiguous()
+            and len(args) == self.n + 1
         ):
             return False
-        tensors = [A]
-        for a, key in zip(args[1:], self.keys):
-            if isinstance(a, Tensor):
-                if key != _memory_key(a):
-                    return False
-                tensors.append(a)
-            elif key != ("value", a):
+        for i, value in self.values:
+            if args[i + 1] != value:
                 return False
-        return eager_ok(*tensors) and registry.selection_token() == self.token
+        tensors = [args[i + 1] for i in self.tensor_at]
+        for t, key in zip(tensors, self.memory):  # a decoding loop passes the same memory at every call
+            if not (isinstance(t, Tensor) and t.data_ptr() == key[0] and t.numel() == key[1] and t.dtype == key[2]
+                    and (t.is_cpu or t.device) == key[3]):  # fmt: skip
+                return False
+        return eager_ok(A, *tensors) and registry.selection_token() == self.token
 
 
 def _memory_key(t: Tensor) -> tuple:
     """What a plan compares of a weight-side tensor: address, size, dtype and device (``True`` for cpu, where
     ``is_cpu`` says it without building a ``torch.device``)."""
-    return ("tensor", t.data_ptr(), t.numel(), t.dtype, t.is_cpu or t.device)
+    return (t.data_ptr(), t.numel(), t.dtype, t.is_cpu or t.device)
 
 
 def call_planned(op: str, args: tuple, owner: object, attr: str) -> Tensor:

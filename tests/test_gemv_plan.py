@@ -240,3 +240,32 @@ def test_int8_plan_is_left_out_of_copies_and_pickles():
         for other in (copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
             assert other.state._int8_plan is None
             assert torch.equal(other(x), want)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_functional_gemv_with_the_parameter_itself_takes_the_plan(transposed):
+    """``F.gemv_4bit(A, layer.weight, state)`` with the ``Params4bit`` itself (or its ``.t()``, as bitsandbytes users
+    write it) reads the plain tensor: the eager body with its plan, not torch's dispatcher, and the op's values."""
+    q = layer()
+    st = q.weight.quant_state
+    B = q.weight.t() if transposed else q.weight
+    assert isinstance(q.weight, bnb_api.nn.Params4bit)
+    with torch.inference_mode():
+        for _ in range(2):
+            x = torch.randn(1, 128, dtype=torch.bfloat16)
+            y = F.gemv_4bit(x, B, state=st)
+            assert type(y) is torch.Tensor
+            assert torch.equal(y, torch.ops.bnb_api.gemv_4bit(*F._gemv_4bit_args(x, q.weight.data, st)))
+            assert st._gemv_plan is not None
+            plan = st._gemv_plan
+        assert F.gemv_4bit(x, B, state=st) is not None and st._gemv_plan is plan  # reused
+
+
+def test_plain_weight_keeps_memory_and_leaves_tensors_alone():
+    q = layer()
+    t = torch.randn(3)
+    assert F.plain_weight(t) is t
+    plain = F.plain_weight(q.weight)
+    assert type(plain) is torch.Tensor and plain.data_ptr() == q.weight.data_ptr() and not plain.requires_grad
+    p = torch.nn.Parameter(torch.randn(4))
+    assert type(F.plain_weight(p)) is torch.Tensor and F.plain_weight(p).data_ptr() == p.data_ptr()

@@ -113,16 +113,6 @@ def _own_param(module: nn.Module, name: str) -> Tensor | None:
     return params[name] if name in params else getattr(module, name)
 
 
-def _plain_data(weight: Tensor) -> Tensor:
-    """``weight.data``: the plain tensor of a parameter. In eager mode read with subclass ``__torch_function__``
-    disabled: through :class:`Params4bit`'s own (it keeps ``torch.chunk`` / ``split`` results quantized) the
-    read costs about 1.3 us, a fifth of a batch-1 layer's host time; without it 0.3 us, the same tensor."""
-    if torch.compiler.is_compiling():
-        return weight.data
-    with torch._C.DisableTorchFunctionSubclass():
-        return weight.data
-
-
 class Linear4bit(nn.Linear):
     """QLoRA linear layer with a 4-bit (NF4/FP4) weight; ``compute_dtype`` is the matmul dtype."""
 
@@ -176,7 +166,7 @@ class Linear4bit(nn.Linear):
         bias = _own_param(self, "bias")
         if bias is not None and bias.dtype != x.dtype:  # as bitsandbytes: the bias takes the compute dtype, in place
             bias.data = bias.data.to(x.dtype)
-        out = matmul_4bit(x, _plain_data(weight), bias=bias, quant_state=weight.quant_state)
+        out = matmul_4bit(x, F.plain_weight(weight), bias=bias, quant_state=weight.quant_state)
         return out if out.dtype == inp_dtype else out.to(inp_dtype)
 
 
