@@ -207,7 +207,7 @@ TGT_AVX512 static void gemv_range_avx512(const uint8_t *B, int64_t r_begin, int6
                                          const absmax_src *am, float *rowbuf, float *y) {
     const __m512 table = _mm512_loadu_ps(code);
     const float *sc[GEMV_MAX_ROWS];
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2, GEMV_PREFETCH_4ROWS);
     int64_t r = r_begin;
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
         bnbq_gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
@@ -296,14 +296,23 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16_
 }
 
 /* Rows [r_begin, r_end) with bf16 activations: gemv_rows_bf16_p4 on Xe in phase order (p4), else gemv_rows_bf16
- * on the even / odd activations Xe / Xo. table16: the bf16 code book doubled to 32 entries. */
+ * on the even / odd activations Xe / Xo. table16: the bf16 code book doubled to 32 entries. p4 with float32 absmax
+ * reads 2 rows per pass: cold 11008 x 4096 side by side here, 0.550-0.581 -> 0.502-0.524 ms with slow memory and
+ * 0.351-0.370 -> 0.347-0.361 with fast memory against 4-row passes of gemv_rows_bf16 (its scales, 12% of the bytes,
+ * are another stream beside the weight's); with nested absmax 2-row passes were 0-20% slower fast. */
 TGT_AVX512BF16 static void gemv_range_bf16(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t K, int64_t bs,
                                            const uint16_t *Xe, const uint16_t *Xo, int p4, const uint16_t *table16,
                                            const absmax_src *am, float *rowbuf, float *y) {
     const __m512i table = _mm512_loadu_si512((const void *)table16);
     const float *sc[GEMV_MAX_ROWS];
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    const int two_rows = p4 && am->absmax;
+    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2, two_rows ? GEMV_PREFETCH_2ROWS : GEMV_PREFETCH_4ROWS);
     int64_t r = r_begin;
+    if (two_rows)
+        for (; r + 2 <= r_end; r += 2) {
+            bnbq_gemv_row_scales(am, r, 2, K / bs, rowbuf, sc);
+            gemv_rows_bf16_p4(2, B, r, K, bs, Xe, table, am, sc, &pf, y + r);
+        }
     for (; r + GEMV_MAX_ROWS <= r_end; r += GEMV_MAX_ROWS) {
         bnbq_gemv_row_scales(am, r, GEMV_MAX_ROWS, K / bs, rowbuf, sc);
         if (p4)
@@ -457,7 +466,7 @@ TGT_AVX2 static void gemv_range_avx2(const uint8_t *B, int64_t r_begin, int64_t 
     const __m256 tlo = _mm256_loadu_ps(code), thi = _mm256_loadu_ps(code + 8);
     const int64_t nbr = K / bs;
     const float *sc[2];
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2, GEMV_PREFETCH); /* 2-row passes; not measured on AVX2 */
     int64_t r = r_begin;
     for (; r + 2 <= r_end; r += 2) {
         if (r % GEMV_MAX_ROWS == 0) gemv_prefetch_scales(am, r + GEMV_SCALE_AHEAD, GEMV_MAX_ROWS, nbr);
@@ -560,11 +569,11 @@ int bnbq_gemv_4bit(const void *A, int dtype, int64_t M, int64_t K, const uint8_t
                         (bnbq_cpu_flags() & BNBQ_CPU_AVX512BF16) &&
                         gemv_bf16_inputs_ok((const uint16_t *)A, M * K, code);
     const int p8 = fast && !bf16dot && isa == BNBQ_ISA_AVX512 && K % 128 == 0 && blocksize >= 64;
-    /* p4 with nested absmax only: cold (weights from DRAM, as in decoding), side by side with fast memory here,
-     * it took the nested gemv 0.374-0.414 -> 0.347-0.371 ms (11008 x 4096) but the float32-absmax one
-     * 0.340-0.376 -> 0.382-0.407 ms, although it is faster warm (0.29 -> 0.25 ms); with slow memory both tie.
+    /* p4: cold (weights from DRAM, as in decoding), side by side with fast memory here, it took the nested gemv
+     * 0.374-0.414 -> 0.347-0.371 ms (11008 x 4096); float32 absmax takes it in 2-row passes (gemv_range_bf16), in
+     * 4-row passes it was slower cold (0.340-0.376 -> 0.382-0.407 ms) although faster warm (0.29 -> 0.25 ms).
      * Several rows of A always take it (quant_gemv_batched.c): there the arithmetic, not the memory, is the limit */
-    const int p4 = bf16dot && (absmax_q || M > 1) && K % 128 == 0 && blocksize >= 64;
+    const int p4 = bf16dot && K % 128 == 0 && blocksize >= 64;
     const int multi = M > 1 && (bf16dot || p8); /* one pass over the weight for all rows of A */
     const int64_t rowbuf = fast && absmax_q ? (GEMV_SCALE_ROWS * (K / blocksize) + 15) / 16 * 16 : 0;
     /* per thread too, the row-lanes kernels' transposed scales of two groups of 16 rows (quant_gemv_batched.c), and

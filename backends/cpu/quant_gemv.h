@@ -10,8 +10,18 @@
 #ifndef GEMV_CHUNKS_PER_THREAD
 #define GEMV_CHUNKS_PER_THREAD 4 /* scheduling units per thread: long contiguous runs of rows, some balance */
 #endif
+/* Bytes ahead of the weight read, in one linear prefetch stream (gemv_pf). Cold 11008 x 4096 gemv here, both memory
+ * phases of this VM side by side: one row of A in 4-row passes 12 KiB (nested absmax with slow memory 0.486 ->
+ * 0.452 ms against 16 KiB, even with fast memory; 8 KiB is as fast slow but 5-10% slower fast, 4 KiB 20-40% slower),
+ * in 2-row passes 8 KiB; the batched kernels (several rows of A, compute-bound) keep 16 KiB. */
 #ifndef GEMV_PREFETCH
-#define GEMV_PREFETCH 16384 /* bytes ahead of the weight read, in one linear prefetch stream */
+#define GEMV_PREFETCH 16384
+#endif
+#ifndef GEMV_PREFETCH_4ROWS
+#define GEMV_PREFETCH_4ROWS 12288
+#endif
+#ifndef GEMV_PREFETCH_2ROWS
+#define GEMV_PREFETCH_2ROWS 8192
 #endif
 #define GEMV_MAX_ROWS_ANY 4 /* rows per pass of the SIMD paths */
 #define GEMV_SCALE_AHEAD 8  /* rows ahead whose block scales are prefetched */
@@ -71,7 +81,7 @@ static inline void gemv_prefetch_scales(const absmax_src *am, int64_t r, int64_t
         _mm_prefetch((const char *)a, _MM_HINT_T0);
 }
 
-/* The weight prefetch: one linear stream GEMV_PREFETCH bytes ahead of the rows being read. A pass reads R
+/* The weight prefetch: one linear stream a few KiB ahead of the rows being read (GEMV_PREFETCH*). A pass reads R
  * consecutive rows side by side (R streams one row apart); prefetching each of them ahead (same column,
  * rows further down) left the cold read at about 60% of DRAM bandwidth here, while this single stream,
  * R lines per 64 bytes of row progress, walks memory in address order as a plain sequential read does and
@@ -81,13 +91,13 @@ typedef struct {
     uintptr_t next, end; /* addresses as integers: the stream may point past the array, it never loads there */
 } gemv_pf;
 
-/* The stream of a run of rows [r_begin, r_end), stopping at r_end: its first GEMV_PREFETCH bytes are
- * prefetched at once (a run's start is otherwise read by demand misses: about 6% of a cold 11008 x 4096
- * gemv here), then the stream runs that far ahead. */
-static inline gemv_pf gemv_pf_start(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t half) {
+/* The stream of a run of rows [r_begin, r_end), stopping at r_end, `ahead` bytes ahead of the read: its first
+ * `ahead` bytes are prefetched at once (a run's start is otherwise read by demand misses: about 6% of a cold
+ * 11008 x 4096 gemv here), then the stream runs that far ahead. */
+static inline gemv_pf gemv_pf_start(const uint8_t *B, int64_t r_begin, int64_t r_end, int64_t half, uintptr_t ahead) {
     const uintptr_t start = (uintptr_t)(B + r_begin * half), end = (uintptr_t)(B + r_end * half);
-    for (uintptr_t a = start; a < start + GEMV_PREFETCH && a < end; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
-    gemv_pf p = {start + GEMV_PREFETCH, end};
+    for (uintptr_t a = start; a < start + ahead && a < end; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
+    gemv_pf p = {start + ahead, end};
     return p;
 }
 

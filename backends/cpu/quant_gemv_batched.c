@@ -720,7 +720,7 @@ TGT_AVX512BF16 void bnbq_gemv_range_batched(const int kind, const uint8_t *B, in
     const int64_t act_bytes = kind == GEMV_KIND_P8 ? 4 : 2;
     const int64_t chunk = bnbq_max64(1, GEMV_CHUNK_BYTES / (unit * act_bytes)); /* units per chunk */
     gemv_pair st[GEMV_MULTI_GROUP][GEMV_MT] __attribute__((aligned(64)));
-    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2);
+    gemv_pf pf = gemv_pf_start(B, r_begin, r_end, K / 2, GEMV_PREFETCH);
     int slot = 0;           /* decoded groups waiting for their other passes */
     int64_t pending[2] = {0, 0}; /* their first rows */
     for (int64_t r0 = r_begin; r0 < r_end; r0 += GEMV_MULTI_GROUP) {
