@@ -260,12 +260,7 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16(
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
-/* bf16 activations, 128 weights (64 bytes) of R rows per step, K % 128 == 0 and bs >= 64: no widening. Word w
- * of the 64 bytes holds weights 4w .. 4w+3; shifted right by 4s, its low 5 bits (all vpermw reads) index the
- * code book doubled to 32 entries (table[i] = code[i & 15] in bf16), which yields weight 4w + (s ^ 1) (high
- * nibble first in each byte), so 4 lookups of the whole register take the bf16 activations in that phase order:
- * Xp[128u + 32s + w] = A[128u + 4w + (s ^ 1)]. 13 vector operations per 128 weights and row where
- * gemv_rows_bf16 takes 16. With bs == 64 lanes 0-7 belong to block 2u and lanes 8-15 to block 2u + 1. */
+/* One step of gemv_rows_bf16_p4 (below): 128 weights of R rows into part[]. */
 TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_p4_unit(const int R, int64_t u,
                                                                              const uint16_t *Xp, __m512i table32,
                                                                              const uint8_t *const *w, __m512 *part) {
@@ -285,7 +280,13 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_p4_unit(co
     }
 }
 
-/* The 4-row passes run two steps per loop iteration: cold 11008 x 4096 nested absmax side by side here, with fast
+/* bf16 activations, 128 weights (64 bytes) of R rows per step, K % 128 == 0 and bs >= 64: no widening. Word w
+ * of the 64 bytes holds weights 4w .. 4w+3; shifted right by 4s, its low 5 bits (all vpermw reads) index the
+ * code book doubled to 32 entries (table[i] = code[i & 15] in bf16), which yields weight 4w + (s ^ 1) (high
+ * nibble first in each byte), so 4 lookups of the whole register take the bf16 activations in that phase order:
+ * Xp[128u + 32s + w] = A[128u + 4w + (s ^ 1)]. 13 vector operations per 128 weights and row where
+ * gemv_rows_bf16 takes 16. With bs == 64 lanes 0-7 belong to block 2u and lanes 8-15 to block 2u + 1.
+ * The 4-row passes run two steps per loop iteration: cold 11008 x 4096 nested absmax side by side here, with fast
  * memory 0.331-0.339 -> 0.315-0.328 ms (10 rounds each, 5 runs), as fast as reading the same bytes in 2-row passes
  * without arithmetic; with slow memory 0.482-0.487 -> 0.492-0.525 (still 89-92% of the probe). The 2-row passes of
  * float32 absmax keep one step (two per iteration: 1-2% faster with fast memory, 4-5% slower with slow). */
@@ -297,20 +298,21 @@ TGT_AVX512BF16 static inline __attribute__((always_inline)) void gemv_rows_bf16_
     __m512 acc[GEMV_MAX_ROWS], part[GEMV_MAX_ROWS];
     gemv_rows_init(R, B, r0, half, am, nbr, w, acc, part);
     int64_t unit_in_block = 0, block = 0;
+#define GEMV_P4_STEP(u)                                                                                      \
+    gemv_pf_step(pf, R);                                                                                     \
+    gemv_p4_unit(R, u, Xp, table32, w, part);                                                                \
+    gemv_scale_step(R, bs < 128, units_per_block, u, &unit_in_block, &block, sc, part, acc);
     if (R == GEMV_MAX_ROWS) {
 #pragma GCC unroll 2
         for (int64_t u = 0; u < units; u++) {
-            gemv_pf_step(pf, R);
-            gemv_p4_unit(R, u, Xp, table32, w, part);
-            gemv_scale_step(R, bs < 128, units_per_block, u, &unit_in_block, &block, sc, part, acc);
+            GEMV_P4_STEP(u)
         }
     } else {
         for (int64_t u = 0; u < units; u++) {
-            gemv_pf_step(pf, R);
-            gemv_p4_unit(R, u, Xp, table32, w, part);
-            gemv_scale_step(R, bs < 128, units_per_block, u, &unit_in_block, &block, sc, part, acc);
+            GEMV_P4_STEP(u)
         }
     }
+#undef GEMV_P4_STEP
     for (int rr = 0; rr < R; rr++) y[rr] = _mm512_reduce_add_ps(acc[rr]);
 }
 
